@@ -1,0 +1,47 @@
+# normlab: `make figures` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: figures figures-quick test lint format lab bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(TEST_STAMP): requirements-test.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+figures: $(STAMP)  ## regenerate every lecture figure into figures/
+	MPLBACKEND=Agg $(BIN)/python -m normlab figures --out figures
+
+figures-quick: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python -m normlab figures --quick --out figures-quick
+
+test: $(TEST_STAMP)  ## the whole test suite (parity tests run when torch is installed)
+	MPLBACKEND=Agg $(BIN)/python -m pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(TEST_STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lab: $(STAMP)
+	$(BIN)/python -m jupyter lab notebooks/
+
+bench: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_layers.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache figures-quick
