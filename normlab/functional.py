@@ -254,7 +254,7 @@ def normalize(
     xhat = x - mean if center else x.copy()
     xhat *= rstd  # (same shape as x)
     if mask is not None:
-        np.multiply(xhat, mask, out=xhat)  # masked positions -> exactly 0
+        np.copyto(xhat, 0, where=~mask)  # masked positions -> exactly 0, even if x was NaN there
     if weight is not None:
         y = xhat * weight
         if bias is not None:
@@ -264,7 +264,7 @@ def normalize(
     else:
         y = xhat.copy()
     if mask is not None and bias is not None:
-        np.multiply(y, mask, out=y)
+        np.copyto(y, 0, where=~mask)
     if count is None:
         count = _count(x.shape, reduce_axes, mask)
     cache = NormCache(
@@ -316,7 +316,7 @@ def normalize_backward(
     xhat, mask = cache.xhat, cache.mask
     dy = dy.astype(xhat.dtype, copy=False)
     if mask is not None:
-        dy = dy * mask  # masked outputs are constants: no gradient flows from them
+        dy = np.where(mask, dy, 0)  # masked outputs are constants: no gradient flows from them
 
     dweight = dbias = None
     if cache.weight is not None:
@@ -342,5 +342,5 @@ def normalize_backward(
     else:
         dx = dxhat * cache.rstd
     if mask is not None:
-        np.multiply(dx, mask, out=dx)
+        np.copyto(dx, 0, where=~mask)
     return dx, dweight, dbias

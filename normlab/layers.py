@@ -188,20 +188,22 @@ class Norm:
             bias = bias.astype(x.dtype, copy=False)
         x_view, mask_view, weight, bias = self._grouped(x, mask_b, weight, bias)
         reduce_axes = self._reduce_axes(x_view.ndim)
-        mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
-        y, cache = F.normalize(
-            x_view,
-            mean,
-            var,
-            self._eps_for(x.dtype),
-            weight,
-            bias,
-            reduce_axes=reduce_axes,
-            center=self.center,
-            batch_statistics=batch_statistics,
-            mask=mask_view,
-            count=count,
-        )
+        # inf - inf = NaN is "what the math gives"; BatchNorm warns once, in its own words.
+        with np.errstate(invalid="ignore"):
+            mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
+            y, cache = F.normalize(
+                x_view,
+                mean,
+                var,
+                self._eps_for(x.dtype),
+                weight,
+                bias,
+                reduce_axes=reduce_axes,
+                center=self.center,
+                batch_statistics=batch_statistics,
+                mask=mask_view,
+                count=count,
+            )
         self._cache, self._input_shape = cache, x.shape
         return y.reshape(x.shape)
 
@@ -377,7 +379,9 @@ class BatchNorm(Norm):
 
     def _statistics(self, x, reduce_axes, mask):
         if not self.uses_batch_statistics:
-            return self.running_mean, self.running_var, None, False
+            running_mean = self.running_mean.astype(x.dtype, copy=False)
+            running_var = self.running_var.astype(x.dtype, copy=False)
+            return running_mean, running_var, None, False
         mean, var, count = F.moments(x, reduce_axes, center=True, mask=mask)
         if self.training and self.track_running_stats:
             values_per_feature = float(np.max(count))  # the same for every feature

@@ -1,0 +1,90 @@
+"""Fixtures shared by the tests of the normlab core.
+
+* ``rng``: a numpy Generator with a fixed seed, fresh for every test.
+* ``torch``: the torch module; the test is skipped only when torch cannot be imported.
+* ``kind``: parametrizes a test over the four layers ("batch", "layer", "rms", "group").
+* ``make_layer``: builds any of the four layers with random (not 1/0) weight and bias,
+  so that a bug in how γ or β enter the forward or backward cannot hide.
+
+Every layer here is built with ``dtype=`` (normlab's keyword for the dtype of the
+parameters and running statistics) so that float64 tests are float64 end to end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import normlab as nl
+
+SEED = 20240617
+LAYER_KINDS = ("batch", "layer", "rms", "group")
+
+#: The channel count used by ``make_layer`` when a test does not care, and the default
+#: number of groups: two groups of three channels, so that even on (N, C) input every
+#: GroupNorm statistic averages more than two values (with two, x̂ = ±1 and dx is ~0).
+NUM_FEATURES = 6
+NUM_GROUPS = 2
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(SEED)
+
+
+@pytest.fixture
+def torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)  # tiny tensors on a shared 2-core machine: threads only cost
+    return torch
+
+
+@pytest.fixture(params=LAYER_KINDS)
+def kind(request) -> str:
+    return request.param
+
+
+def build_layer(
+    kind: str,
+    num_features: int = NUM_FEATURES,
+    *,
+    dtype=np.float64,
+    rng: np.random.Generator | None = None,
+    num_groups: int = NUM_GROUPS,
+    **options,
+):
+    """A normlab layer of the given kind over ``num_features`` trailing features.
+
+    ``options`` go to the constructor (``affine=False``, ``momentum=None``, ...).
+    For LayerNorm and RMSNorm ``num_features`` may be a tuple (``normalized_shape``).
+    With ``rng`` the weight and bias are drawn at random (weight around 1, bias around 0).
+    """
+    if kind == "batch":
+        layer = nl.BatchNorm(num_features, dtype=dtype, **options)
+    elif kind == "layer":
+        layer = nl.LayerNorm(num_features, dtype=dtype, **options)
+    elif kind == "rms":
+        layer = nl.RMSNorm(num_features, dtype=dtype, **options)
+    elif kind == "group":
+        layer = nl.GroupNorm(num_groups, num_features, dtype=dtype, **options)
+    else:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    if rng is not None:
+        if "weight" in layer.params:
+            weight = layer.params["weight"]
+            weight[...] = rng.uniform(0.5, 2.0, size=weight.shape)
+        if "bias" in layer.params:
+            bias = layer.params["bias"]
+            bias[...] = rng.normal(0.0, 1.0, size=bias.shape)
+    return layer
+
+
+@pytest.fixture
+def make_layer(rng):
+    """``make_layer(kind, num_features=6, dtype=np.float64, **options)`` with random γ/β."""
+
+    def make(kind: str, num_features=NUM_FEATURES, **options):
+        options.setdefault("rng", rng)
+        return build_layer(kind, num_features, **options)
+
+    return make
