@@ -3,8 +3,9 @@
 * ``rng``: a numpy Generator with a fixed seed, fresh for every test.
 * ``torch``: the torch module; the test is skipped only when torch cannot be imported.
 * ``kind``: parametrizes a test over the four layers ("batch", "layer", "rms", "group").
-* ``make_layer``: builds any of the four layers with random (not 1/0) weight and bias,
-  so that a bug in how γ or β enter the forward or backward cannot hide.
+* ``build_layer``: builds any of the four layers, with ``rng`` a random (not 1/0) weight
+  and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
+  Test modules import it (and the constants) with ``from conftest import ...``.
 
 Every layer here is built with ``dtype=`` (normlab's keyword for the dtype of the
 parameters and running statistics) so that float64 tests are float64 end to end.
@@ -77,14 +78,3 @@ def build_layer(
             bias = layer.params["bias"]
             bias[...] = rng.normal(0.0, 1.0, size=bias.shape)
     return layer
-
-
-@pytest.fixture
-def make_layer(rng):
-    """``make_layer(kind, num_features=6, dtype=np.float64, **options)`` with random γ/β."""
-
-    def make(kind: str, num_features=NUM_FEATURES, **options):
-        options.setdefault("rng", rng)
-        return build_layer(kind, num_features, **options)
-
-    return make

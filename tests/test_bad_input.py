@@ -21,8 +21,11 @@ MOVEAXIS_HINT = re.escape("np.moveaxis(x, 1, -1)")
 
 
 def mentions(*patterns: str) -> str:
-    """A regex matching a message that contains every pattern, in any order."""
-    return "".join(f"(?=[\\s\\S]*{pattern})" for pattern in patterns)
+    """A regex matching a message that contains every pattern, in any order, and that is
+    not numpy's "operands could not be broadcast" from deep inside the computation."""
+    return "^(?![\\s\\S]*could not be broadcast)" + "".join(
+        f"(?=[\\s\\S]*{pattern})" for pattern in patterns
+    )
 
 
 def number(value) -> str:

@@ -383,8 +383,11 @@ def test_returned_arrays_are_not_overwritten_by_later_calls(kind, training, rng)
     np.testing.assert_array_equal(dy, dy_copy)
 
 
-def test_editing_the_output_in_place_does_not_change_the_backward(kind, rng):
-    layer = build_layer(kind, rng=rng)
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
+def test_editing_the_output_in_place_does_not_change_the_backward(kind, affine, rng):
+    """Without γ and β the output is x̂ itself: it must not be the array the cache holds."""
+    affine_option = "elementwise_affine" if kind in ("layer", "rms") else "affine"
+    layer = build_layer(kind, rng=rng, **{affine_option: affine})
     x, dy = rng.normal(size=X_SHAPE), rng.normal(size=X_SHAPE)
     layer(x)
     dx = layer.backward(dy)
