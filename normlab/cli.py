@@ -1,0 +1,287 @@
+"""The command line: ``python -m normlab list | figures | run``.
+
+::
+
+    python -m normlab list                          # the experiments, one line each
+    python -m normlab figures                       # every figure, full size, into figures/
+    python -m normlab figures --quick --out /tmp/f  # small versions (seconds)
+    python -m normlab figures --only batch_stat_noise --batch-sizes 2 4 8 16 --seeds 5
+    python -m normlab run variance_numerics --seeds 20   # the same as figures --only NAME
+
+For each experiment ``figures`` writes ``<out>/<name>.png`` (and ``.svg``, ``.pdf``
+as asked), its numbers ``<out>/<name>.json``, and caches every finished run in
+``<out>/.cache/<name>/``: rerunning is instant, and an interrupted run (Ctrl-C)
+resumes where it stopped. ``--force`` recomputes.
+
+``--batch-sizes``, ``--seq-lens`` and ``--seeds N`` (meaning seeds 0..N-1) change
+the experiments whose Config has that field and are ignored, with a note, by
+the others. Every input is checked before anything runs: a bad one gives a
+one-line ``normlab: error: ...`` on stderr, exit code 2, and no files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from normlab import experiments, plotting
+from normlab.experiments.framework import (
+    OVERRIDABLE_FIELDS,
+    Experiment,
+    ExperimentConfig,
+    SweepOptions,
+    apply_overrides,
+    save_results,
+)
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad input, as argparse uses
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+#: Command-line flag of each overridable Config field.
+FLAGS = {"batch_sizes": "--batch-sizes", "seq_lens": "--seq-lens", "seeds": "--seeds"}
+
+#: Where the per-run cache lives, inside the output folder.
+CACHE_FOLDER = ".cache"
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors raise :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be ≥ {minimum}, got {value}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m normlab",
+        description="Rerun normlab's experiments and regenerate its lecture figures.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="list the experiments, one line each")
+
+    options = _Parser(add_help=False)
+    options.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=_int_at_least(1, "batch size"),
+        metavar="B",
+        help="batch sizes, for the experiments that take them",
+    )
+    options.add_argument(
+        "--seq-lens",
+        nargs="+",
+        type=_int_at_least(1, "sequence length"),
+        metavar="T",
+        help="sequence lengths, for the experiments that take them",
+    )
+    options.add_argument(
+        "--seeds",
+        type=_int_at_least(1, "number of seeds"),
+        metavar="N",
+        help="run seeds 0, 1, ..., N-1",
+    )
+    options.add_argument("--quick", action="store_true", help="small configs (seconds per figure)")
+    options.add_argument(
+        "--out", type=Path, default=Path("figures"), help="output folder (default: figures)"
+    )
+    options.add_argument(
+        "--formats",
+        nargs="+",
+        choices=plotting.FORMATS,
+        default=["png", "svg"],
+        help="figure formats (default: png svg)",
+    )
+    options.add_argument(
+        "--jobs",
+        type=_int_at_least(1, "jobs"),
+        default=1,
+        metavar="N",
+        help="worker processes per sweep (same results as 1)",
+    )
+    options.add_argument(
+        "--force", action="store_true", help="recompute runs that are already cached"
+    )
+
+    figures = commands.add_parser(
+        "figures", parents=[options], help="run experiments and write their figures and numbers"
+    )
+    figures.add_argument(
+        "--only", nargs="+", metavar="NAME", help="these experiments only (default: all)"
+    )
+    one = commands.add_parser("run", parents=[options], help="the same as figures --only NAME")
+    one.add_argument("name", metavar="NAME", help="the experiment to run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _usage_error(f"{error} (see python -m normlab --help)")
+    except SystemExit as exit_request:  # --help
+        return int(exit_request.code or 0)
+
+    if args.command == "list":
+        return list_experiments()
+    names = [args.name] if args.command == "run" else args.only
+    try:
+        plan = plan_figures(args, names)
+    except UsageError as error:
+        return _usage_error(str(error))
+    try:
+        return write_figures(plan)
+    except KeyboardInterrupt:
+        print(
+            f"\nnormlab: interrupted; finished runs are kept in {plan.options.cache_dir}/ "
+            "and the same command resumes from them",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _usage_error(message: str) -> int:
+    print(f"normlab: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------
+# list
+# ---------------------------------------------------------------------------
+
+
+def list_experiments() -> int:
+    """Print each experiment's name, description and the flags it takes."""
+    registered = [experiments.get(name) for name in experiments.names()]
+    width = max(len(experiment.name) for experiment in registered)
+    for experiment in registered:
+        flags = [FLAGS[field] for field in OVERRIDABLE_FIELDS if field in experiment.field_names]
+        takes = f"  [{' '.join(flags)}]" if flags else ""
+        print(f"{experiment.name:<{width}}  {experiment.description}{takes}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# figures: check everything first, then run
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ``figures`` will do, already checked."""
+
+    selected: list[tuple[Experiment, ExperimentConfig]]  # experiments with their configs
+    out: Path
+    formats: list[str]
+    options: SweepOptions  # cache folder, jobs, force
+    notes: list[str]  # overrides that some experiments ignore
+
+
+def plan_figures(args: argparse.Namespace, names: Sequence[str] | None) -> Plan:
+    """Resolve names, build and validate every config, check the output folder.
+
+    Raises :class:`UsageError` on the first problem; nothing has run or been
+    written then (except the output folder itself, created to test it).
+    """
+    selected = _resolve_names(names)
+    overrides = {}
+    if args.batch_sizes is not None:
+        overrides["batch_sizes"] = tuple(args.batch_sizes)
+    if args.seq_lens is not None:
+        overrides["seq_lens"] = tuple(args.seq_lens)
+    if args.seeds is not None:
+        overrides["seeds"] = tuple(range(args.seeds))
+
+    configured = []
+    notes = []
+    for experiment in selected:
+        try:
+            config, ignored = apply_overrides(experiment.config(quick=args.quick), overrides)
+        except ValueError as error:
+            raise UsageError(f"{experiment.name}: {error}") from None
+        notes.extend(
+            f"{FLAGS[field]} does not apply to {experiment.name} (its Config has no {field})"
+            for field in ignored
+        )
+        configured.append((experiment, config))
+
+    out = args.out
+    _check_writable(out)
+    options = SweepOptions(cache_dir=out / CACHE_FOLDER, jobs=args.jobs, force=args.force)
+    return Plan(configured, out, list(dict.fromkeys(args.formats)), options, notes)
+
+
+def _resolve_names(names: Sequence[str] | None) -> list[Experiment]:
+    if not names:
+        return [experiments.get(name) for name in experiments.names()]
+    unknown = [name for name in names if name not in experiments.names()]
+    if unknown:
+        raise UsageError(experiments.unknown_name_message(unknown[0]))
+    return [experiments.get(name) for name in dict.fromkeys(names)]
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and its cache folder and write a probe file; UsageError if that fails."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {str(out)!r} is a file")
+    try:
+        (out / CACHE_FOLDER).mkdir(parents=True, exist_ok=True)
+        probe = out / ".normlab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(f"cannot write to output folder {str(out)!r}: {reason}") from None
+
+
+def write_figures(plan: Plan) -> int:
+    """Run each planned experiment, save its numbers and figures, print a summary."""
+    for note in plan.notes:
+        print(f"normlab: note: {note}", file=sys.stderr)
+    width = max(len(experiment.name) for experiment, _ in plan.selected)
+    lines = []
+    started = time.perf_counter()
+    for experiment, config in plan.selected:
+        experiment_started = time.perf_counter()
+        results = experiment.run(config, plan.options)
+        json_path = save_results(plan.out / f"{experiment.name}.json", results)
+        figure = experiment.plot(results)
+        figure_paths = plotting.save_figure(figure, plan.out / experiment.name, plan.formats)
+        seconds = time.perf_counter() - experiment_started
+        files = "  ".join(str(path) for path in [*figure_paths, json_path])
+        lines.append(f"  {experiment.name:<{width}}  {seconds:6.1f} s  {files}")
+
+    total = time.perf_counter() - started
+    count = len(plan.selected)
+    print(f"normlab: wrote {count} figure{'s' * (count != 1)} in {total:.1f} s")
+    print("\n".join(lines))
+    print(
+        f"numbers: {plan.out}/<name>.json next to each figure; "
+        f"finished runs cached in {plan.options.cache_dir}/ (--force recomputes)"
+    )
+    return EXIT_OK

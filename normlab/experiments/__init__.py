@@ -1,0 +1,108 @@
+"""The experiments: one module per question, each config → run → plot.
+
+Every experiment is a module ``normlab.experiments.<name>`` with
+
+* ``NAME``: its name, also the file name of its figure and results;
+* ``Config``: a frozen dataclass (subclass of :class:`ExperimentConfig`) whose
+  defaults are the full experiment, with ``Config.quick()`` for a small one;
+* ``run(config, options=None) -> dict``: plain numbers, JSON-able;
+* ``plot(results) -> matplotlib.figure.Figure``.
+
+Its docstring's first line is its one-line description (``python -m normlab list``).
+
+An experiment is registered by adding its name to :data:`REGISTRY`, in the
+order the figures are listed::
+
+    >>> from normlab import experiments
+    >>> experiment = experiments.get("variance_numerics")
+    >>> results = experiment.run(experiment.config(quick=True))   # doctest: +SKIP
+    >>> figure = experiment.plot(results)                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+
+from normlab.experiments.framework import (
+    Experiment,
+    ExperimentConfig,
+    SweepOptions,
+    grid,
+    load_results,
+    save_results,
+    sweep,
+)
+
+__all__ = [
+    "REGISTRY",
+    "Experiment",
+    "ExperimentConfig",
+    "SweepOptions",
+    "UnknownExperimentError",
+    "get",
+    "grid",
+    "load_results",
+    "names",
+    "quick_mode",
+    "save_results",
+    "sweep",
+]
+
+#: The experiments, by module name, in the order their figures are listed.
+#: Add a name here when its module ``normlab/experiments/<name>.py`` exists.
+REGISTRY: tuple[str, ...] = ("variance_numerics",)
+
+
+class UnknownExperimentError(ValueError):
+    """An experiment name that is not in :data:`REGISTRY` (the message suggests close ones)."""
+
+
+def names() -> tuple[str, ...]:
+    """The registered experiment names, in figure order."""
+    return REGISTRY
+
+
+def get(name: str) -> Experiment:
+    """The experiment called ``name``; raises :class:`UnknownExperimentError` if none is."""
+    if name not in REGISTRY:
+        raise UnknownExperimentError(unknown_name_message(name))
+    module = importlib.import_module(f"{__name__}.{name}")
+    if getattr(module, "NAME", None) != name:
+        raise TypeError(f"{module.__name__} must define NAME = {name!r}")
+    return Experiment(name=name, module=module)
+
+
+def unknown_name_message(name: str) -> str:
+    """'unknown experiment ...; did you mean ...?' with the closest registered names."""
+    close = _closest_names(name)
+    if close:
+        hint = "did you mean " + " or ".join(repr(match) for match in close) + "?"
+    else:
+        hint = "the experiments are: " + ", ".join(REGISTRY)
+    return f"unknown experiment {name!r}; {hint}"
+
+
+def _closest_names(name: str, limit: int = 3, cutoff: float = 0.6) -> list[str]:
+    """Registered names similar to ``name`` as a whole or in their first ``len(name)`` letters.
+
+    The prefix comparison catches a misspelt short form ('varience' → 'variance_numerics').
+    """
+
+    def similarity(candidate: str) -> float:
+        whole = difflib.SequenceMatcher(None, name, candidate).ratio()
+        prefix = difflib.SequenceMatcher(None, name, candidate[: len(name)]).ratio()
+        return max(whole, prefix)
+
+    scored = sorted(((similarity(candidate), candidate) for candidate in REGISTRY), reverse=True)
+    return [candidate for score, candidate in scored[:limit] if score >= cutoff]
+
+
+def quick_mode() -> bool:
+    """True when the environment variable ``NORMLAB_QUICK`` is ``1`` (the notebooks' tests).
+
+    Notebooks call ``experiment.config(quick=quick_mode(), ...)`` so that the test
+    suite runs them with the small configs while a learner gets the full ones.
+    """
+    return os.environ.get("NORMLAB_QUICK", "") == "1"

@@ -1,0 +1,287 @@
+"""One style for every normlab figure: fonts, colours, markers, and deterministic files.
+
+* :data:`RC_PARAMS` and :func:`style` / :func:`styled`: large fonts that read on a
+  projector, clean axes, white background. Decorate each experiment's ``plot``
+  with ``@styled`` so the style holds wherever it is called (CLI or notebook).
+* :data:`METHODS`: ONE colour and ONE marker per method, the same in every figure,
+  from the colour-blind-safe Okabe–Ito palette (:data:`COLORS`). Use
+  ``ax.plot(x, y, **method_style("batch"))``.
+* :func:`subplots`, :func:`set_title`, :func:`plot_spread`, :func:`reference_line`:
+  small helpers for the things every figure does.
+* :func:`save_figure`: PNG/SVG/PDF files with no date, no software version and
+  stable SVG ids, so the same figure gives byte-identical files on every run.
+
+Figures are :class:`matplotlib.figure.Figure` objects made without pyplot, so
+nothing depends on the GUI backend and no figure stays open in a global list.
+(In Jupyter, a Figure returned as the last value of a cell is displayed.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from normlab._atomic import write_atomic
+
+__all__ = [
+    "COLORS",
+    "DPI",
+    "FORMATS",
+    "METHODS",
+    "RC_PARAMS",
+    "REFERENCE_COLOR",
+    "MethodStyle",
+    "method_label",
+    "method_style",
+    "plot_spread",
+    "reference_line",
+    "save_figure",
+    "set_title",
+    "style",
+    "styled",
+    "subplots",
+]
+
+#: The Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"): eight
+#: colours that stay distinct under the common forms of colour blindness.
+COLORS: dict[str, str] = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",  # too light for lines on white: not given to a method
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+}
+
+#: Theory curves, guides and annotations: grey, so measured data stands out.
+REFERENCE_COLOR = "#666666"
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How one normalization method looks in every figure."""
+
+    label: str
+    color: str
+    marker: str
+
+
+#: One colour and one marker per method. BatchNorm and its masked variant share
+#: a hue family (blue, sky blue) so the pair reads as related.
+METHODS: dict[str, MethodStyle] = {
+    "none": MethodStyle("no normalization", COLORS["black"], "X"),
+    "batch": MethodStyle("BatchNorm", COLORS["blue"], "o"),
+    "batch_masked": MethodStyle("BatchNorm (masked)", COLORS["sky_blue"], "D"),
+    "layer": MethodStyle("LayerNorm", COLORS["vermillion"], "s"),
+    "rms": MethodStyle("RMSNorm", COLORS["bluish_green"], "^"),
+    "group": MethodStyle("GroupNorm", COLORS["orange"], "v"),
+    "instance": MethodStyle("InstanceNorm", COLORS["reddish_purple"], "P"),
+}
+
+#: Resolution of saved PNGs; 8 x 5 inch figures become 1200 x 750 pixels.
+DPI = 150
+
+#: File formats :func:`save_figure` writes deterministically.
+FORMATS = ("png", "svg", "pdf")
+
+#: The colour order for lines that are not a method (yellow left out: too light on white).
+_CYCLE = ("blue", "vermillion", "bluish_green", "orange", "reddish_purple", "sky_blue", "black")
+
+RC_PARAMS: dict[str, object] = {
+    # Matplotlib's bundled DejaVu Sans: the same glyphs on every machine.
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
+    "mathtext.fontset": "dejavusans",
+    # Readable from the back of a lecture room.
+    "font.size": 15,
+    "axes.titlesize": 16,
+    "axes.labelsize": 15,
+    "xtick.labelsize": 13,
+    "ytick.labelsize": 13,
+    "legend.fontsize": 13,
+    "figure.titlesize": 17,
+    "lines.linewidth": 2.2,
+    "lines.markersize": 7,
+    # Clean axes: no box, a faint grid.
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.8,
+    "axes.prop_cycle": mpl.cycler(color=[COLORS[name] for name in _CYCLE]),
+    "legend.frameon": False,
+    "figure.figsize": (8.0, 5.0),
+    "figure.dpi": DPI,
+    "figure.facecolor": "white",
+    "figure.constrained_layout.use": True,
+    # Deterministic files.
+    "savefig.dpi": DPI,
+    "savefig.facecolor": "white",
+    "svg.hashsalt": "normlab",  # SVG element ids from a fixed salt, not a random one
+    "svg.fonttype": "path",  # glyphs as paths: the SVG looks the same without the font
+    "pdf.fonttype": 42,  # TrueType in PDFs: text stays selectable
+}
+
+#: File metadata left out of saved figures (dates and software versions change
+#: between runs and machines; None removes the entry).
+_METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "ModDate": None, "Creator": None, "Producer": None},
+}
+
+
+def style():
+    """A context manager (and decorator) that applies :data:`RC_PARAMS`.
+
+    >>> with style():
+    ...     figure, ax = subplots()
+    """
+    return mpl.rc_context(RC_PARAMS)
+
+
+def styled(plot_function):
+    """Decorator: run ``plot_function`` under :func:`style` (use on every ``plot``)."""
+    return style()(plot_function)
+
+
+def method_style(method: str) -> dict[str, str]:
+    """``color``, ``marker`` and ``label`` of a method, ready for ``ax.plot(..., **style)``."""
+    try:
+        entry = METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown method {method!r}; plotting.METHODS has {', '.join(METHODS)}"
+        ) from None
+    return {"color": entry.color, "marker": entry.marker, "label": entry.label}
+
+
+def method_label(method: str) -> str:
+    """The display name of a method key, e.g. ``"rms"`` → ``"RMSNorm"``."""
+    return method_style(method)["label"]
+
+
+def subplots(
+    nrows: int = 1,
+    ncols: int = 1,
+    *,
+    width: float | None = None,
+    height: float | None = None,
+    **subplot_kwargs,
+) -> tuple[Figure, Axes | np.ndarray]:
+    """A new styled Figure and its axes, like ``plt.subplots`` but without pyplot.
+
+    ``width``/``height`` in inches default to 6.5 per column (8 for one) and 5
+    per row. Call it inside a ``@styled`` function or ``with style():``.
+    """
+    if width is None:
+        width = 8.0 if ncols == 1 else 6.5 * ncols
+    if height is None:
+        height = 5.0 * nrows
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=True, **subplot_kwargs)
+    return figure, axes
+
+
+def set_title(figure: Figure, question: str, setup: str | None = None) -> None:
+    """Title the figure with its question, and caption it with the setup.
+
+    The question goes on top (``suptitle``); ``setup`` — what a reader needs to
+    judge the numbers, e.g. ``"digits MLP, 3 seeds (mean, min–max), lr ∝ batch
+    size, equal samples seen"`` — goes underneath the axes in a smaller grey
+    font (``supxlabel``; label each panel's x-axis on the panel). Both are
+    wrapped to the figure width and placed by the constrained layout.
+    """
+    width_points = figure.get_figwidth() * 72
+    title_size = mpl.rcParams["figure.titlesize"]
+    figure.suptitle(_wrap(question, width_points, title_size), fontsize=title_size)
+    if setup:
+        caption_size = mpl.rcParams["legend.fontsize"]
+        figure.supxlabel(
+            _wrap(setup, width_points, caption_size), fontsize=caption_size, color="#333333"
+        )
+
+
+def _wrap(text: str, width_points: float, font_size) -> str:
+    # An average DejaVu Sans character is about 0.55 em wide.
+    characters_per_line = max(20, int(width_points / (0.55 * float(font_size))))
+    return textwrap.fill(text, characters_per_line)
+
+
+def plot_spread(
+    ax: Axes,
+    x: Sequence[float],
+    samples,
+    *,
+    color: str,
+    label: str | None = None,
+    marker: str | None = "o",
+    center: str = "median",
+    **line_kwargs,
+):
+    """A line through the center of ``samples`` and a shaded band from their min to max.
+
+    ``samples`` has shape ``(len(x), repeats)``: one row per x value, one column
+    per seed. ``center`` is ``"median"`` or ``"mean"``; say which in the figure.
+    Returns the line (for legends).
+    """
+    samples = np.asarray(samples, dtype=float)
+    if samples.ndim != 2 or samples.shape[0] != len(x):
+        raise ValueError(f"samples must have shape (len(x)={len(x)}, repeats), got {samples.shape}")
+    if center == "median":
+        middle = np.median(samples, axis=1)
+    elif center == "mean":
+        middle = np.mean(samples, axis=1)
+    else:
+        raise ValueError(f"center must be 'median' or 'mean', got {center!r}")
+    ax.fill_between(x, samples.min(axis=1), samples.max(axis=1), color=color, alpha=0.2, lw=0)
+    (line,) = ax.plot(x, middle, color=color, marker=marker, label=label, **line_kwargs)
+    return line
+
+
+def reference_line(ax: Axes, x, y, *, label: str | None = None, **line_kwargs):
+    """A grey dashed curve for a theory or a guide (e.g. 1/√B, float32 epsilon)."""
+    kwargs = {"color": REFERENCE_COLOR, "linestyle": "--", "linewidth": 1.6, "zorder": 1.5}
+    kwargs.update(line_kwargs)
+    (line,) = ax.plot(x, y, label=label, **kwargs)
+    return line
+
+
+def save_figure(
+    figure: Figure,
+    path_without_suffix: str | os.PathLike,
+    formats: Sequence[str] = ("png", "svg"),
+) -> list[Path]:
+    """Save ``figure`` as ``<path>.png``, ``<path>.svg``, ... with deterministic bytes.
+
+    No dates or software versions go into the files, SVG ids come from a fixed
+    salt and the resolution is :data:`DPI`, so saving the same figure again, in
+    another process, gives byte-identical files. Each file is written atomically
+    (:func:`normlab._atomic.write_atomic`), so a reader never sees half a file.
+    Creates the folder if needed. Returns the paths written.
+    """
+    base = Path(path_without_suffix)
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown:
+        raise ValueError(f"unsupported format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with style():
+        for fmt in dict.fromkeys(formats):  # drop repeats, keep order
+            path = base.with_name(f"{base.name}.{fmt}")
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+            write_atomic(path, buffer.getvalue())
+            written.append(path)
+    return written
