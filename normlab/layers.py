@@ -371,10 +371,14 @@ class BatchNorm(Norm):
         values_per_feature = x.size // self.num_features if mask is None else int(mask.sum())
         if values_per_feature <= 1:
             padding = " after masking" if mask is not None else ""
+            if self.track_running_stats:
+                fix = "call .eval() to normalize with the running statistics"
+            else:  # no running statistics to fall back on
+                fix = "build the layer with track_running_stats=True and call .eval()"
             raise ValueError(
                 "BatchNorm needs more than 1 value per feature to compute batch statistics, "
                 f"got {values_per_feature}{padding} (input shape {x.shape}). Use a larger "
-                "batch, or call .eval() to normalize with the running statistics."
+                f"batch, or {fix}."
             )
 
     def _statistics(self, x, reduce_axes, mask):

@@ -1,0 +1,296 @@
+"""The training loop shared by the experiments that train the digits MLP.
+
+One function, :func:`train_mlp`, trains an :class:`normlab.nn.MLP` on
+:func:`normlab.data.load_digits_split` with a given normalization, batch size,
+seed, optimizer, learning-rate rule and number of epochs, and evaluates it::
+
+    >>> from normlab.experiments._training import train_mlp
+    >>> numbers = train_mlp(norm="batch", batch_size=32, seed=0, epochs=2)
+    >>> sorted(numbers)[:3]
+    ['diverged', 'final_train_loss', 'learning_rate']
+
+Budgets are counted in epochs, so every batch size sees the same number of
+samples (``epochs * (1347 // B) * B``, the last partial batch of each epoch is
+dropped) and a small batch takes proportionally more optimizer steps. The
+learning rate follows a stated rule (:func:`learning_rate`):
+
+* ``"linear"``: ``lr = base_lr * B / reference_batch_size`` (Goyal et al. 2017,
+  the rule Wu & He 2018 use). For SGD the change of the weights over one epoch
+  is ``-lr/B * sum of per-sample gradients``, so keeping ``lr / B`` fixed keeps
+  the epoch's expected displacement fixed at every batch size.
+* ``"sqrt"``: ``lr = base_lr * sqrt(B / reference_batch_size)``, the usual
+  companion of Adam, whose update size does not grow with the gradient.
+* ``"constant"``: ``lr = base_lr``.
+
+Everything random (initialization, the order of the minibatches, the random
+test batches of the train-mode evaluation) is drawn from ``seed``; the data
+split is fixed. Same arguments, same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
+
+import numpy as np
+
+from normlab import data, nn
+
+__all__ = [
+    "LR_RULES",
+    "OPTIMIZERS",
+    "TrainingSetup",
+    "batchnorm_layers",
+    "digits",
+    "learning_rate",
+    "predict",
+    "train_mlp",
+    "train_mode_predictions",
+]
+
+#: The learning-rate rules :func:`learning_rate` knows.
+LR_RULES = ("linear", "sqrt", "constant")
+
+#: The optimizers :func:`train_mlp` knows.
+OPTIMIZERS = ("sgd", "adam")
+
+#: Inference is done in chunks of this many samples (eval mode: the result does
+#: not depend on the chunking).
+_EVAL_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How the MLP is trained, apart from norm, batch size and seed (the swept axes).
+
+    The arguments of :func:`train_mlp` of the same names; an experiment's Config
+    holds one (``training: TrainingSetup = TrainingSetup(...)``) and adds its
+    fields to every run dict, so they are part of each run's cache key.
+    Construction checks the values and raises ``ValueError`` on a bad one.
+    """
+
+    epochs: int = 5
+    hidden: int = 64
+    depth: int = 2
+    optimizer: str = "sgd"
+    base_lr: float = 0.1
+    lr_rule: str = "linear"
+    reference_batch_size: int = 32
+    momentum: float = 0.9
+    bn_momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "hidden", "depth", "reference_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"training.{name} must be an integer ≥ 1, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"training.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
+        if self.lr_rule not in LR_RULES:
+            raise ValueError(f"training.lr_rule must be one of {LR_RULES}, got {self.lr_rule!r}")
+        if not self.base_lr > 0:
+            raise ValueError(f"training.base_lr must be > 0, got {self.base_lr!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"training.momentum must be in [0, 1), got {self.momentum!r}")
+        if not 0 < self.bn_momentum <= 1:
+            raise ValueError(f"training.bn_momentum must be in (0, 1], got {self.bn_momentum!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def lr_formula(self) -> str:
+        """The learning-rate rule as it is printed on the figures, e.g. 'lr = 0.1·B/32'."""
+        base, reference = f"{self.base_lr:g}", self.reference_batch_size
+        if self.lr_rule == "linear":
+            return f"lr = {base}·B/{reference} (linear scaling)"
+        if self.lr_rule == "sqrt":
+            return f"lr = {base}·√(B/{reference}) (square-root scaling)"
+        return f"lr = {base} (constant)"
+
+    def describe(self) -> str:
+        """One line for a figure caption: model, optimizer, learning-rate rule, budget."""
+        optimizer = f"SGD, momentum {self.momentum:g}" if self.optimizer == "sgd" else "Adam"
+        samples = self.epochs * len(digits().x_train)
+        return (
+            f"MLP 64→{self.hidden}×{self.depth}→10 on digits; {optimizer}; "
+            f"{self.lr_formula()}, constant over training; "
+            f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} "
+            f"(≈{samples:,} samples seen) at every B"
+        )
+
+
+@lru_cache(maxsize=1)
+def digits() -> data.DigitsSplit:
+    """The fixed digits split (1347 train, 450 test), loaded once per process."""
+    return data.load_digits_split()
+
+
+def learning_rate(rule: str, base_lr: float, batch_size: int, reference_batch_size: int) -> float:
+    """The learning rate at ``batch_size`` under ``rule`` (see the module docstring).
+
+    >>> learning_rate("linear", 0.1, 2, 32)
+    0.00625
+    """
+    if rule == "linear":
+        return base_lr * batch_size / reference_batch_size
+    if rule == "sqrt":
+        return base_lr * math.sqrt(batch_size / reference_batch_size)
+    if rule == "constant":
+        return base_lr
+    raise ValueError(f"learning-rate rule must be one of {LR_RULES}, got {rule!r}")
+
+
+def batchnorm_layers(model: nn.Sequential) -> list:
+    """The BatchNorm layers of ``model``, in order (empty for other norms)."""
+    from normlab.layers import BatchNorm
+
+    return [layer for layer in model if isinstance(layer, BatchNorm)]
+
+
+def predict(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
+    """Class predictions of ``model`` in eval mode (running statistics for BatchNorm)."""
+    model.eval()
+    logits = [model(x[start : start + _EVAL_CHUNK]) for start in range(0, len(x), _EVAL_CHUNK)]
+    return np.argmax(np.concatenate(logits), axis=1)
+
+
+def train_mode_predictions(
+    model: nn.Sequential, x: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Predictions with every BatchNorm normalizing each test batch by its own statistics.
+
+    The test set is split at random into batches of ``batch_size`` (a leftover
+    of one sample joins the previous batch, since one sample has no batch
+    variance); each batch is run in train mode. The running statistics are
+    saved and restored, so the model is unchanged afterwards. Norms other than
+    BatchNorm give the same predictions as in eval mode.
+    """
+    norms = batchnorm_layers(model)
+    saved = [
+        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
+        for layer in norms
+    ]
+    order = rng.permutation(len(x))
+    starts = list(range(0, len(x), batch_size))
+    if len(x) - starts[-1] == 1 and len(starts) > 1:
+        starts.pop()  # the last sample joins the batch before it
+    bounds = [*starts, len(x)]
+    predictions = np.empty(len(x), dtype=np.int64)
+    model.train()
+    for start, stop in pairwise(bounds):
+        batch = order[start:stop]
+        predictions[batch] = np.argmax(model(x[batch]), axis=1)
+    model.eval()
+    for layer, (mean, var, count) in zip(norms, saved, strict=True):
+        layer.running_mean[...], layer.running_var[...] = mean, var
+        layer.num_batches_tracked = count
+    return predictions
+
+
+def _make_optimizer(name: str, model: nn.Sequential, lr: float, momentum: float):
+    if name == "sgd":
+        return nn.SGD(model.params, model.grads, lr=lr, momentum=momentum)
+    if name == "adam":
+        return nn.Adam(model.params, model.grads, lr=lr)
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def train_mlp(
+    *,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    hidden: int = 64,
+    depth: int = 2,
+    optimizer: str = "sgd",
+    base_lr: float = 0.1,
+    lr_rule: str = "linear",
+    reference_batch_size: int = 32,
+    momentum: float = 0.9,
+    bn_momentum: float = 0.1,
+    return_model: bool = False,
+):
+    """Train the digits MLP once and measure it.
+
+    Parameters
+    ----------
+    norm : ``"none"``, ``"batch"``, ``"layer"``, ``"rms"`` or ``"group"``.
+    batch_size : int ≥ 1 (≥ 2 for BatchNorm, which needs a batch variance).
+    seed : int, seeds the initialization, the minibatch order and the random
+        test batches of the train-mode evaluation.
+    epochs : int, passes over the 1347 training images: the samples budget.
+    hidden, depth : width and number of the hidden ``Linear → norm → ReLU`` blocks.
+    optimizer : ``"sgd"`` (with ``momentum``) or ``"adam"``.
+    base_lr, lr_rule, reference_batch_size : the learning rate is
+        ``learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)``.
+    bn_momentum : BatchNorm's running-statistics momentum (PyTorch convention).
+    return_model : also return the trained model (in eval mode).
+
+    Returns
+    -------
+    dict (and the model, as ``(dict, model)``, if ``return_model``) with
+        ``test_accuracy_eval``: test accuracy in eval mode (running statistics);
+        ``test_accuracy_train_mode``: test accuracy in train mode, each random
+        test batch of ``batch_size`` normalized by its own statistics;
+        ``train_accuracy_eval``: training-set accuracy in eval mode;
+        ``final_train_loss``: mean loss over the last epoch's steps;
+        ``steps``, ``samples_seen``, ``learning_rate``;
+        ``diverged``: True if the loss became NaN or inf (training stops
+        there; the accuracies are then those of the broken network).
+    """
+    if norm == "batch" and batch_size < 2:
+        raise ValueError("BatchNorm cannot train with batch size 1: one sample has no variance")
+    split = digits()
+    rng = np.random.default_rng(seed)
+    model = nn.MLP(
+        split.num_features,
+        hidden,
+        split.num_classes,
+        norm=norm,
+        rng=rng,
+        depth=depth,
+        norm_kwargs={"momentum": bn_momentum} if norm == "batch" else None,
+    )
+    lr = learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)
+    opt = _make_optimizer(optimizer, model, lr, momentum)
+
+    model.train()
+    steps, diverged = 0, False
+    epoch_losses: list[float] = []
+    for _ in range(epochs):
+        epoch_losses = []
+        for batch in data.iterate_minibatches(len(split.x_train), batch_size, rng):
+            loss, dlogits = nn.softmax_cross_entropy(
+                model(split.x_train[batch]), split.y_train[batch]
+            )
+            if not math.isfinite(loss):
+                diverged = True
+                break
+            model.backward(dlogits)
+            opt.step()
+            epoch_losses.append(loss)
+            steps += 1
+        if diverged:
+            break
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        test_eval = predict(model, split.x_test)
+        train_eval = predict(model, split.x_train)
+        test_train_mode = train_mode_predictions(model, split.x_test, batch_size, rng)
+    numbers = {
+        "test_accuracy_eval": float(np.mean(test_eval == split.y_test)),
+        "test_accuracy_train_mode": float(np.mean(test_train_mode == split.y_test)),
+        "train_accuracy_eval": float(np.mean(train_eval == split.y_train)),
+        "final_train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
+        "steps": steps,
+        "samples_seen": steps * batch_size,
+        "learning_rate": lr,
+        "diverged": diverged,
+    }
+    return (numbers, model) if return_model else numbers

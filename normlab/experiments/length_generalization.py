@@ -1,0 +1,578 @@
+"""Sequence models trained on short sequences, tested on long ones, with BN, LN or RMSNorm.
+
+The question: a model with a normalization inside each block is trained on short
+sequences and then run on longer ones, as a language model is. Does the choice of
+normalization decide whether it still works, and does it matter whether
+BatchNorm's statistics skip the padding?
+
+Setup: :class:`normlab.nn.SequenceModel` (two pre-norm residual blocks whose
+token mixing is a mean, per-token readout), causal (each token mixes with the
+mean of its prefix, the usual setting of language models) and non-causal (with
+the mean of the whole sequence), on the synthetic task of
+:func:`normlab.data.make_sequence_task`: each token is labelled "is this value
+above the running mean of its sequence so far?".
+Training batches have lengths drawn from ``train_min_len``..``train_max_len``
+(8–16), right-padded to the longest (about 25 % of the positions are padding).
+The test sets have one fixed length each (``seq_lens``, 8 to 128 tokens), so
+they contain no padding. The metric is per-token accuracy on real tokens.
+Methods, all with the same initialization, training batches and test sets for
+a given seed:
+
+* ``batch_masked``: BatchNorm whose batch and running statistics use real tokens only;
+* ``batch``: BatchNorm that counts the padding zeros as data (``mask_norm=False``);
+* ``layer``, ``rms``: LayerNorm and RMSNorm, which normalize each token on its own.
+
+BatchNorm is evaluated in eval mode (running statistics), as it is deployed.
+Two extra measurements explain the result:
+
+* BatchNorm in *train* mode on the test batches (same batch size as in
+  training), i.e. normalized with the batch statistics of long, unpadded sequences;
+* how well the running statistics describe the real tokens of the test
+  sequences: for every BatchNorm layer and feature, the real-token mean ``m``
+  and variance ``v`` of its input on the test set, against the running values
+  ``m_run``, ``v_run``; shown is ``sqrt(v / v_run)``, the standard deviation of
+  real tokens after eval-mode normalization (1 = the running statistics fit),
+  averaged over layers and features, and likewise ``|m - m_run| / sqrt(v_run)``.
+
+What to expect, and why:
+
+* In eval mode BatchNorm is a fixed affine map applied to each token alone, so
+  neither the test length nor the test padding enters it. Its output changes
+  with length only if the activations themselves drift with position.
+* The unmasked BatchNorm's running statistics mix the real tokens with the
+  ~25 % padding zeros of the training batches: its running variance is too
+  small for real tokens (about 0.75 of theirs, if their mean is near zero). But
+  the network was trained through batch statistics with exactly that mixture,
+  so eval mode reproduces what training saw: a mismatch against the real
+  tokens, not against training, so it should cost little.
+* In train mode on unpadded test batches, the unmasked BatchNorm's statistics
+  suddenly have no zeros in them: now the normalization differs from the one it
+  was trained with (whatever the test length). Masked BatchNorm sees real tokens
+  in both cases.
+* The mixing is a mean, and the task's rule (compare with the running mean) is
+  the same at every length, so a model that learned it has no reason to fail
+  on long sequences; the features drift only slightly with position (the
+  running mean gets less noisy as ``t`` grows).
+
+What the numbers show (full config, 3 seeds; the headline has the exact values):
+
+* Causal model: no method loses accuracy from 8 to 128 tokens; in every seed
+  every one gains 0.5–2 points (about 95–98 % at length 8, 96–99 % at 128,
+  against a majority class of 50–57 %). The normalization does not decide length
+  generalization here, because nothing in this model or task depends on the
+  length: the mixing is a mean and BatchNorm in eval mode a per-token map.
+* Masked and unmasked BatchNorm are equal in eval mode (within 0.8 points, seed
+  by seed), although the unmasked running statistics are measurably wrong for
+  real tokens: their standard deviation is about 1.13 times the running one,
+  close to the ``1/sqrt(1 - p) = 1.15`` predicted for ``p`` = 25 % padding
+  with near-zero feature means (masked: about 1.0). The network was trained
+  through that same mixture, so eval mode reproduces training.
+* BatchNorm in train mode on the unpadded test batches (causal model) costs at
+  most about a point against eval mode (on average half a point), at every
+  length alike, the unmasked variant no more than the masked one to within a
+  few tenths of a point. The padding mismatch of the unmasked variant barely
+  shows in accuracy: with near-zero feature means it only rescales the
+  normalized features by ~15 %. (In a one-off check with training batches
+  padded to 48 tokens, 75 % padding, the unmasked std ratio became ~1.9 and
+  its train-mode accuracy fell 1–6 points below eval mode, while its eval-mode
+  accuracy stayed that of masked BN.)
+* In the causal model BatchNorm (both) is above LayerNorm and RMSNorm at every
+  length, including the training lengths, in every seed (by 0.1–2 points);
+  the training loss says why: after the same steps, LN/RMS fit the training
+  task less well (loss ≈ 0.09 against 0.06). That is a difference in fitting
+  speed, not in length generalization.
+* Non-causal model (each token mixes with the mean of the whole sequence):
+  it cannot compute the prefix mean the labels use, so it is worse on short
+  sequences (about 83 %) and improves with length (94 % at 128) as the
+  sequence mean approaches the prefix mean for most tokens, the same for all
+  four methods (within 1.3 points of each other). A property of the task, not
+  of the normalization.
+
+The task was kept as :func:`~normlab.data.make_sequence_task` defines it: it is
+neither at 100 % nor at chance, and the lack of length effects is the result,
+not a ceiling; nothing was tuned.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from normlab import functional, nn, plotting
+from normlab.data import make_sequence_task
+from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+
+NAME = "length_generalization"
+
+#: The methods this experiment knows: key of plotting.METHODS -> (norm kind, mask the norm?).
+METHOD_SETUPS: dict[str, tuple[str, bool]] = {
+    "batch_masked": ("batch", True),
+    "batch": ("batch", False),
+    "layer": ("layer", True),
+    "rms": ("rms", True),
+}
+
+#: The models: key -> ``causal`` flag of :class:`normlab.nn.SequenceModel`.
+MODELS: dict[str, bool] = {"causal": True, "non_causal": False}
+
+#: Random streams derived from a seed, so that every method of a seed gets the
+#: same initial weights, the same training batches and the same test sets.
+_INIT_STREAM, _TRAIN_DATA_STREAM, _TEST_DATA_STREAM = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """What to train and test. The defaults are the full figure; ``Config.quick()`` a small one.
+
+    Attributes
+    ----------
+    seq_lens : tuple of int
+        Test lengths (each test set has one fixed length, no padding).
+    seeds : tuple of int
+        One initialization, training stream and test set per seed; the figure
+        shows the median and the min–max band over seeds.
+    methods : tuple of str
+        Keys of :data:`METHOD_SETUPS`.
+    train_min_len, train_max_len : int
+        Training lengths are uniform in this range; batches are padded to ``train_max_len``.
+    train_steps : int
+        Adam steps, each on a fresh batch of ``batch_size`` sequences.
+    batch_size : int
+        Training batch size, also the batch size of the train-mode BatchNorm test.
+    learning_rate : float
+        Adam's step size, the same for every method.
+    d_model, num_blocks, feature_dim : int
+        Width of the residual stream, number of blocks, input features per token.
+    test_sequences : int
+        Sequences per test length.
+    models : tuple of str
+        Keys of :data:`MODELS`: ``"causal"`` (each token mixes with the mean of
+        its prefix) and/or ``"non_causal"`` (with the mean of the whole sequence).
+    """
+
+    seq_lens: tuple[int, ...] = (8, 16, 32, 64, 128)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("batch_masked", "batch", "layer", "rms")
+    train_min_len: int = 8
+    train_max_len: int = 16
+    train_steps: int = 600
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    d_model: int = 16
+    num_blocks: int = 2
+    feature_dim: int = 4
+    test_sequences: int = 256
+    models: tuple[str, ...] = ("causal", "non_causal")
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(
+            seq_lens=(8, 32, 128),
+            seeds=(0, 1),
+            train_steps=200,
+            test_sequences=96,
+            models=("causal",),
+        )
+
+    def validate(self) -> None:
+        super().validate()  # seq_lens and seeds: non-empty tuples of integers
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(
+                f"methods must be a non-empty tuple without repeats, got {self.methods}"
+            )
+        unknown = [method for method in self.methods if method not in METHOD_SETUPS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {tuple(METHOD_SETUPS)}")
+        if not self.models or len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must be a non-empty tuple without repeats, got {self.models}")
+        unknown = [model for model in self.models if model not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; choose from {tuple(MODELS)}")
+        if not 1 <= self.train_min_len <= self.train_max_len:
+            raise ValueError(
+                "need 1 ≤ train_min_len ≤ train_max_len, "
+                f"got {self.train_min_len} and {self.train_max_len}"
+            )
+        if self.batch_size < 2:
+            raise ValueError(
+                "batch_size must be ≥ 2 (BatchNorm trains on batch statistics), "
+                f"got {self.batch_size}"
+            )
+        for name in ("train_steps", "d_model", "num_blocks", "feature_dim", "test_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+# ---------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------
+
+
+def build_model(run: dict) -> nn.SequenceModel:
+    """The sequence model of one run, its weights drawn from the run's seed."""
+    norm_kind, mask_norm = METHOD_SETUPS[run["method"]]
+    return nn.SequenceModel(
+        run["feature_dim"],
+        run["d_model"],
+        2,  # the task's two classes
+        rng=np.random.default_rng((run["seed"], _INIT_STREAM)),
+        norm=norm_kind,
+        num_blocks=run["num_blocks"],
+        causal=MODELS[run["model"]],
+        mask_norm=mask_norm,
+    )
+
+
+def train(model: nn.SequenceModel, run: dict) -> dict:
+    """Adam on fresh padded batches of short sequences; returns the last losses and padding."""
+    data_rng = np.random.default_rng((run["seed"], _TRAIN_DATA_STREAM))
+    optimizer = nn.Adam(model.params, model.grads, lr=run["learning_rate"])
+    model.train()
+    losses, padding_fractions = [], []
+    for _ in range(run["train_steps"]):
+        batch = make_sequence_task(
+            run["batch_size"],
+            run["train_min_len"],
+            run["train_max_len"],
+            run["feature_dim"],
+            data_rng,
+        )  # x (B, train_max_len, D), right-padded
+        logits = model(batch.x, mask=batch.mask)  # (B, T, 2)
+        loss, dlogits = nn.softmax_cross_entropy(logits, batch.y, mask=batch.mask)
+        model.backward(dlogits)
+        optimizer.step()
+        losses.append(loss)
+        padding_fractions.append(batch.padding_fraction)
+    last_tenth = max(1, len(losses) // 10)
+    return {
+        "final_loss": float(np.mean(losses[-last_tenth:])),
+        "train_padding_fraction": float(np.mean(padding_fractions)),
+    }
+
+
+def token_accuracy(model: nn.SequenceModel, task, batch_size: int) -> float:
+    """Per-token accuracy over the real tokens of ``task``, in batches of ``batch_size``."""
+    correct = 0
+    for start in range(0, len(task), batch_size):
+        rows = slice(start, start + batch_size)
+        logits = model(task.x[rows], mask=task.mask[rows])  # (b, T, 2)
+        hits = (np.argmax(logits, axis=-1) == task.y[rows]) & task.mask[rows]
+        correct += int(hits.sum())
+    return correct / int(task.mask.sum())
+
+
+def batchnorm_inputs(model: nn.SequenceModel, x, mask) -> list[np.ndarray]:
+    """The inputs of the model's norms (one per block, then the final norm), in eval mode.
+
+    Walks the model as :meth:`SequenceModel.forward` does (embed, blocks, final norm).
+    """
+    inputs = []
+    h = model.embed(x, mask=mask)  # (N, T, d_model)
+    for block in model.blocks:
+        inputs.append(h)
+        h = block(h, mask=mask)
+    inputs.append(h)  # the final norm's input
+    return inputs
+
+
+def running_statistics_fit(model: nn.SequenceModel, task) -> dict:
+    """How well the BatchNorm running statistics describe the real tokens of ``task``.
+
+    For every BatchNorm layer and feature: ``sqrt(v / v_run)`` and
+    ``|m - m_run| / sqrt(v_run)``, with ``m``, ``v`` the mean and variance of
+    the layer's input over the real tokens; averaged over layers and features.
+    """
+    norms = [block.norm for block in model.blocks] + [model.final_norm]
+    inputs = batchnorm_inputs(model, task.x, task.mask)
+    std_ratios, mean_offsets = [], []
+    for norm, h in zip(norms, inputs, strict=True):
+        mean, var, _ = functional.moments(h, (0, 1), mask=task.mask[..., None])  # (1, 1, D)
+        running_std = np.sqrt(norm.running_var + norm.eps)  # (D,)
+        std_ratios.append(np.sqrt(var.ravel()) / running_std)
+        mean_offsets.append(np.abs(mean.ravel() - norm.running_mean) / running_std)
+    return {
+        "normalized_std": float(np.mean(std_ratios)),
+        "normalized_mean_offset": float(np.mean(mean_offsets)),
+    }
+
+
+def unmasked_std_ratio_theory(padding_fraction: float) -> float:
+    """``sqrt(v / v_run)`` expected for unmasked BatchNorm if the real tokens have mean ≈ 0.
+
+    A fraction ``p`` of zeros shrinks the variance of the mixture to
+    ``(1 - p) v + p (1 - p) m²``, i.e. ``(1 - p) v`` when ``m ≈ 0``.
+    """
+    return float(1.0 / np.sqrt(1.0 - padding_fraction))
+
+
+def train_and_test(run: dict) -> dict:
+    """Train one (method, seed) on short sequences; test it at every length in ``run["seq_lens"]``.
+
+    Returns, per test length: eval-mode accuracy, the majority-class rate
+    (chance), and for BatchNorm the train-mode accuracy and the fit of the
+    running statistics (None for LayerNorm/RMSNorm).
+    """
+    model = build_model(run)
+    training = train(model, run)
+    model.eval()
+    is_batchnorm = METHOD_SETUPS[run["method"]][0] == "batch"
+    per_length = {
+        "eval_accuracy": [],
+        "train_mode_accuracy": [],
+        "chance": [],
+        "normalized_std": [],
+        "normalized_mean_offset": [],
+    }
+    for length in run["seq_lens"]:
+        test_rng = np.random.default_rng((run["seed"], _TEST_DATA_STREAM, length))
+        task = make_sequence_task(
+            run["test_sequences"], length, length, run["feature_dim"], test_rng
+        )  # (N, length, D), no padding
+        per_length["eval_accuracy"].append(token_accuracy(model, task, run["batch_size"]))
+        positive_rate = float(task.y[task.mask].mean())
+        per_length["chance"].append(max(positive_rate, 1.0 - positive_rate))
+        if is_batchnorm:
+            fit = running_statistics_fit(model, task)
+            per_length["normalized_std"].append(fit["normalized_std"])
+            per_length["normalized_mean_offset"].append(fit["normalized_mean_offset"])
+            # A copy, so that the train-mode forward passes cannot move the running statistics.
+            batch_statistics_model = copy.deepcopy(model).train()
+            per_length["train_mode_accuracy"].append(
+                token_accuracy(batch_statistics_model, task, run["batch_size"])
+            )
+    if not is_batchnorm:
+        for key in ("train_mode_accuracy", "normalized_std", "normalized_mean_offset"):
+            per_length[key] = None
+    return {**training, **per_length}
+
+
+def run(config: Config, options: SweepOptions | None = None) -> dict:
+    """Train and test every (model, method, seed); return plain numbers for :func:`plot` and JSON.
+
+    Returns
+    -------
+    dict with
+        ``config``: the config as a dict; ``seq_lens``, ``methods``: the axes;
+        ``by_model[model]``, for each of ``config.models``, a dict with
+            ``eval_accuracy[method]``: list over lengths of lists over seeds;
+            ``train_mode_accuracy[method]``, ``normalized_std[method]``,
+            ``normalized_mean_offset[method]``: the same, BatchNorm methods only;
+            ``chance``: majority-class rate of the test labels (lengths × seeds);
+            ``final_loss[method]``: mean training loss over the last tenth of the steps, per seed;
+            ``train_padding_fraction``: share of padding in the training batches;
+        ``headline``: the numbers quoted in the README.
+    """
+    runs = grid(model=config.models, method=config.methods, seed=config.seeds)
+    shared = {
+        name: value
+        for name, value in config.to_dict().items()
+        if name not in ("models", "methods", "seeds")
+    }
+    for one_run in runs:
+        one_run.update(shared)  # part of the cache key: every field changes the numbers
+    measured = sweep(NAME, train_and_test, runs, options)
+
+    by_run = {
+        (one_run["model"], one_run["method"], one_run["seed"]): result
+        for one_run, result in zip(runs, measured, strict=True)
+    }
+    batchnorm_methods = [method for method in config.methods if METHOD_SETUPS[method][0] == "batch"]
+    by_model = {}
+    for model in config.models:
+
+        def per_seed(method: str, key: str, model: str = model) -> list:
+            return [by_run[model, method, seed][key] for seed in config.seeds]
+
+        def lengths_by_seeds(method: str, key: str) -> list:
+            return np.asarray(per_seed(method, key)).T.tolist()  # (lengths, seeds)
+
+        by_model[model] = {
+            "eval_accuracy": {
+                method: lengths_by_seeds(method, "eval_accuracy") for method in config.methods
+            },
+            **{
+                key: {method: lengths_by_seeds(method, key) for method in batchnorm_methods}
+                for key in ("train_mode_accuracy", "normalized_std", "normalized_mean_offset")
+            },
+            # The test sets depend on the seed only, so every method gives the same chance.
+            "chance": lengths_by_seeds(config.methods[0], "chance"),
+            "final_loss": {method: per_seed(method, "final_loss") for method in config.methods},
+            "train_padding_fraction": float(
+                np.mean([per_seed(method, "train_padding_fraction") for method in config.methods])
+            ),
+        }
+    return {
+        "config": config.to_dict(),
+        "seq_lens": list(config.seq_lens),
+        "methods": list(config.methods),
+        "by_model": by_model,
+        "headline": _headline(by_model),
+    }
+
+
+def _headline(by_model: dict) -> dict:
+    def median_at(table, length_index: int) -> float:
+        return float(np.median(table[length_index]))
+
+    headline = {}
+    for model, numbers in by_model.items():
+        headline[f"{model}_train_padding_fraction"] = numbers["train_padding_fraction"]
+        headline[f"{model}_chance_at_longest_length"] = median_at(numbers["chance"], -1)
+        for method, table in numbers["eval_accuracy"].items():
+            headline[f"{model}_{method}_eval_accuracy_at_shortest_length"] = median_at(table, 0)
+            headline[f"{model}_{method}_eval_accuracy_at_longest_length"] = median_at(table, -1)
+        for method, table in numbers["train_mode_accuracy"].items():
+            headline[f"{model}_{method}_train_mode_accuracy_at_longest_length"] = median_at(
+                table, -1
+            )
+        for method, table in numbers["normalized_std"].items():
+            headline[f"{model}_{method}_running_stats_std_ratio_median"] = float(np.median(table))
+        headline[f"{model}_largest_median_accuracy_drop_shortest_to_longest"] = max(
+            median_at(table, 0) - median_at(table, -1)
+            for table in numbers["eval_accuracy"].values()
+        )  # negative: every method is better on the longest sequences
+        headline[f"{model}_unmasked_std_ratio_theory"] = unmasked_std_ratio_theory(
+            numbers["train_padding_fraction"]
+        )
+    return headline
+
+
+# ---------------------------------------------------------------------------
+# Plot
+# ---------------------------------------------------------------------------
+
+
+_MODEL_TITLES = {
+    "causal": "causal model",
+    "non_causal": "non-causal model",
+}
+
+
+@plotting.styled
+def plot(results: dict) -> Figure:
+    """One row per model, three panels against test length.
+
+    Left: eval-mode accuracy of every method. Middle: BatchNorm with running
+    statistics (solid) against the test batch's own statistics (dashed).
+    Right: how well the running statistics fit the real test tokens.
+    """
+    config = results["config"]
+    lengths = np.asarray(results["seq_lens"])
+    models = list(results["by_model"])
+    figure, axes = plotting.subplots(len(models), 3, width=19.0, height=5.6 * len(models) + 1.2)
+    axes = np.reshape(axes, (len(models), 3))  # one row per model, also for a single model
+    for row, model in enumerate(models):
+        _plot_model_row(axes[row], results["by_model"][model], lengths, config, model)
+        for ax in axes[row]:
+            ax.set_xlabel("test sequence length (tokens)" if row == len(models) - 1 else "")
+
+    first = results["by_model"][models[0]]
+    plotting.set_title(
+        figure,
+        "Trained on short sequences, tested on long ones: does the normalization matter?",
+        f"{config['num_blocks']} pre-norm blocks (mean mixing), trained on lengths "
+        f"{config['train_min_len']}–{config['train_max_len']} (grey band; batches padded to "
+        f"{config['train_max_len']}: {first['train_padding_fraction']:.0%} padding), batch "
+        f"{config['batch_size']}, Adam lr {config['learning_rate']:g} for every method, "
+        f"{config['train_steps']} steps; test sets of one length each, no padding, "
+        f"{config['test_sequences']} sequences; {len(config['seeds'])} seeds "
+        "(line: median, band: min–max). Train mode: test batches of the training batch "
+        "size normalized with their own statistics.",
+    )
+    return figure
+
+
+def _plot_model_row(row_axes, numbers: dict, lengths, config: dict, model: str) -> None:
+    ax_eval, ax_modes, ax_stats = row_axes
+    model_title = _MODEL_TITLES[model]
+    for ax in row_axes:
+        ax.axvspan(
+            config["train_min_len"], config["train_max_len"], color="#dddddd", alpha=0.6, lw=0
+        )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(length) for length in lengths])
+        ax.set_xticks([], minor=True)
+
+    # Left: the deployed setting, every method.
+    for method, table in numbers["eval_accuracy"].items():
+        look = plotting.method_style(method)
+        plotting.plot_spread(
+            ax_eval,
+            lengths,
+            np.asarray(table) * 100,
+            color=look["color"],
+            marker=look["marker"],
+            label=look["label"],
+        )
+    chance = np.asarray(numbers["chance"]) * 100  # far below the zoomed axis: named in the legend
+    ax_eval.plot([], [], " ", label=f"majority class: {chance.min():.0f}–{chance.max():.0f} %")
+    ax_eval.set_ylabel("per-token test accuracy (%)")
+    ax_eval.set_title(f"{model_title}: eval mode")
+    ax_eval.legend(loc="lower right", fontsize=11)
+
+    if not numbers["train_mode_accuracy"]:
+        for ax in (ax_modes, ax_stats):
+            ax.text(
+                0.5, 0.5, "no BatchNorm method in this run", ha="center", transform=ax.transAxes
+            )
+    # Middle: BatchNorm normalized with the test batch's own statistics.
+    for method, table in numbers["train_mode_accuracy"].items():
+        look = plotting.method_style(method)
+        common = {"color": look["color"], "marker": look["marker"]}
+        plotting.plot_spread(
+            ax_modes,
+            lengths,
+            np.asarray(numbers["eval_accuracy"][method]) * 100,
+            label=f"{look['label']}, eval",
+            **common,
+        )
+        plotting.plot_spread(
+            ax_modes,
+            lengths,
+            np.asarray(table) * 100,
+            label=f"{look['label']}, train mode",
+            linestyle="--",
+            markerfacecolor="white",
+            **common,
+        )
+    # The two accuracy panels share one y-range, zoomed in on the measured accuracies.
+    tables = list(numbers["eval_accuracy"].values()) + list(numbers["train_mode_accuracy"].values())
+    lowest = 100 * min(np.min(table) for table in tables)
+    for ax in (ax_eval, ax_modes):
+        ax.set_ylim(np.floor(lowest) - 3, 100)
+    ax_modes.set_ylabel("per-token test accuracy (%)")
+    ax_modes.set_title(f"{model_title}: BatchNorm eval vs train mode")
+    ax_modes.legend(loc="lower right", fontsize=11)
+
+    # Right: do the running statistics describe the real test tokens?
+    for method, table in numbers["normalized_std"].items():
+        look = plotting.method_style(method)
+        plotting.plot_spread(
+            ax_stats,
+            lengths,
+            table,
+            color=look["color"],
+            marker=look["marker"],
+            label=look["label"],
+        )
+    theory = unmasked_std_ratio_theory(numbers["train_padding_fraction"])
+    plotting.reference_line(
+        ax_stats,
+        lengths,
+        np.full(len(lengths), theory),
+        label=f"1/√(1 − padding) = {theory:.2f}",
+    )
+    ax_stats.axhline(1.0, color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=1.6)
+    ax_stats.set_ylabel("real-token std / running std")
+    ax_stats.set_title(f"{model_title}: BatchNorm running stats")
+    ax_stats.legend(loc="best", fontsize=11)

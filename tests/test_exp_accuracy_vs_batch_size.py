@@ -1,0 +1,89 @@
+"""accuracy_vs_batch_size in quick mode: BatchNorm collapses at B = 2, LayerNorm does not.
+
+Also checks the shared training loop (``normlab.experiments._training``): it
+trains the MLP to a sensible accuracy, is deterministic, and keeps the samples
+budget equal across batch sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from normlab.experiments import _training, accuracy_vs_batch_size
+from normlab.experiments._training import TrainingSetup
+from normlab.experiments.accuracy_vs_batch_size import Config
+
+
+@pytest.fixture(scope="module")
+def results():
+    return accuracy_vs_batch_size.run(Config.quick())
+
+
+def median_percent(results, norm: str) -> np.ndarray:
+    return 100 * np.median(results["test_accuracy"][norm], axis=1)  # one value per batch size
+
+
+def test_batchnorm_loses_far_more_at_batch_two_than_layernorm(results):
+    per_method = results["headline"]["per_method"]
+    assert results["headline"]["smallest_batch_size"] == 2
+    batch_drop = per_method["batch"]["drop_from_best_to_smallest_batch_points"]
+    layer_drop = per_method["layer"]["drop_from_best_to_smallest_batch_points"]
+    assert batch_drop > layer_drop + 10
+    assert layer_drop < 3
+
+
+def test_both_train_sensibly_at_the_reference_batch_size(results):
+    at_32 = results["batch_sizes"].index(32)
+    for norm in ("batch", "layer"):
+        assert median_percent(results, norm)[at_32] > 85
+
+
+def test_equal_samples_seen_more_steps_for_small_batches(results):
+    batch_sizes = np.asarray(results["batch_sizes"])
+    samples = np.asarray(results["samples_seen"])
+    epochs = results["config"]["training"]["epochs"]
+    training_set_size = len(_training.digits().x_train)
+    assert np.all(samples > epochs * (training_set_size - batch_sizes))  # only partial batches lost
+    assert np.all(samples <= epochs * training_set_size)
+    assert results["steps"][0] > results["steps"][-1]
+
+
+def test_learning_rate_follows_the_linear_rule(results):
+    training = results["config"]["training"]
+    expected = [
+        training["base_lr"] * size / training["reference_batch_size"]
+        for size in results["batch_sizes"]
+    ]
+    assert results["learning_rate"] == pytest.approx(expected)
+
+
+def test_training_loop_is_deterministic_and_batch_free_norms_ignore_the_mode():
+    first = _training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
+    second = _training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
+    assert first == second
+    assert first["test_accuracy_train_mode"] == first["test_accuracy_eval"]
+
+
+def test_plot_draws_two_panels(results):
+    figure = accuracy_vs_batch_size.plot(results)
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 2
+    assert all(ax.get_xscale() == "log" for ax in figure.axes)
+
+
+def test_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="batch size 1"):
+        Config(batch_sizes=(1, 2))
+    with pytest.raises(ValueError, match="unknown norms"):
+        Config(norms=("batch", "weight"))
+    with pytest.raises(ValueError, match="repeats"):
+        Config(norms=("layer", "layer"))
+    with pytest.raises(ValueError, match="training images"):
+        Config(batch_sizes=(2, 4096))
+    with pytest.raises(ValueError, match="epochs"):
+        TrainingSetup(epochs=0)
+    with pytest.raises(ValueError, match="lr_rule"):
+        TrainingSetup(lr_rule="cubic")
+    Config(norms=("layer",), batch_sizes=(1, 2))  # batch size 1 is fine without BatchNorm
