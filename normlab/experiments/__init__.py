@@ -52,7 +52,19 @@ __all__ = [
 
 #: The experiments, by module name, in the order their figures are listed.
 #: Add a name here when its module ``normlab/experiments/<name>.py`` exists.
-REGISTRY: tuple[str, ...] = ("variance_numerics",)
+REGISTRY: tuple[str, ...] = (
+    "norm_axes",
+    "batch_stat_noise",
+    "batch_coupling",
+    "accuracy_vs_batch_size",
+    "train_eval_gap",
+    "running_stats",
+    "padding_stats",
+    "causal_leak",
+    "length_generalization",
+    "rms_vs_layernorm",
+    "variance_numerics",
+)
 
 
 class UnknownExperimentError(ValueError):

@@ -1,0 +1,495 @@
+"""One sample's BatchNorm output depends on its batch-mates; LayerNorm/RMSNorm outputs do not.
+
+The question: in training mode BatchNorm normalizes each sample with the
+statistics of its batch, so a sample's output changes with the company it is
+batched with. How much, at which batch size, and which other normalizations
+are free of it?
+
+Setup, part (a): the BatchNorm input is what the first hidden layer of a digits
+MLP sees at initialization: scikit-learn's digits (train split, standardized)
+through a fixed random ``Linear(64, D)``. One fixed sample x₀ is put into
+``num_draws`` batches of size B, each time with B−1 other samples drawn at
+random (without replacement) from the rest of the train split. Two choices of
+x₀ by one rule: rank the train rows by how far they lie from the average row,
+the mean over features of |z| with z = (x − μ)/σ, and take the row at the 50th
+percentile (a typical sample) and at the 99th (an outlying one). (The first
+version of this figure used train row 0, which happens to be that 99th
+percentile row; its spread hardly fell with B, which is why the typical row
+was added next to it rather than in its place.) Each layer (fresh, training
+mode) normalizes each batch; the spread is the standard deviation over the
+draws of x₀'s output, per feature, averaged over features.
+It is computed around the first draw (std is shift-invariant), so outputs that
+are identical in every draw give exactly 0. LayerNorm, RMSNorm and GroupNorm
+are computed the same way, not assumed to be 0.
+
+Part (b): the cross-sample Jacobian ∂yᵢ/∂xⱼ of one batch (B = 8 by default) of
+the same inputs, from normlab's own backward: one backward pass per output entry
+(i, k) with a one-hot upstream gradient gives the row ∂y_{ik}/∂x. The heat
+map shows the Frobenius norm of each D×D block (i, j). For BatchNorm in
+training mode the off-diagonal blocks are
+``∂y_{ik}/∂x_{jk} = γ_k · rstd_k · (−1 − x̂_{ik} x̂_{jk}) / B`` (i ≠ j): non-zero,
+shrinking as 1/B. In eval mode BatchNorm uses its running statistics (here
+those of the whole train split) and is a fixed affine map per sample, and
+LayerNorm never mixes samples: their off-diagonal blocks are exactly 0.
+
+Theory for (a): x₀'s output is (x₀ − μ_B)/σ_B. For large B, expanding to first
+order in the fluctuations of the batch mean and variance (which come from the
+B − 1 random batch-mates), per feature
+
+    std ≈ √((B − 1) · (1 + γ z₀ + (κ − 1) z₀² / 4)) / B,
+
+with z₀ = (x₀ − μ)/σ, γ the skewness and κ the kurtosis of the feature over
+the train rows. For a typical sample (z₀ ≈ 0) this is ≈ 1/√B. A sample far
+from the mean (large |z₀|) is hit by the noise of the batch *variance*, which
+for heavy-tailed features (these have κ up to about 40, from rarely-inked
+pixels that standardization blows up) is large: its spread is larger at every large
+B. At small B the formula does not hold: the output of a batch of two is ±1
+per feature, and an outlying x₀ dominates its own small batch's statistics, so
+its output hardly depends on the others. The figure shows what the numbers
+give: the typical sample's spread falls steadily, a little below the
+formula; the outlying sample's stays nearly flat over the small and medium
+batch sizes and falls only for the largest, below the formula because B is
+not yet large compared with κ. The formula is drawn for B ≥ 16 only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from normlab import plotting
+from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+
+NAME = "batch_coupling"
+
+#: Methods of part (a), keys of plotting.METHODS.
+COUPLING_METHODS = ("batch", "layer", "rms", "group")
+
+#: Panels of part (b): (key in the results, method key for the colour, title).
+JACOBIAN_PANELS = (
+    ("batch_train", "batch", "BatchNorm (train)"),
+    ("batch_eval", "batch", "BatchNorm (eval)"),
+    ("layer", "layer", "LayerNorm"),
+)
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """What to measure. The defaults are the full figure; ``Config.quick()`` a small one.
+
+    Attributes
+    ----------
+    batch_sizes : tuple of int ≥ 2
+        B of part (a) (BatchNorm cannot train on a batch of one).
+    seeds : tuple of int
+        Each seed draws its own batch-mates; the band shows the range over seeds.
+    num_draws : int
+        Random sets of batch-mates per (B, seed).
+    num_features : int
+        D, the width of the random Linear layer (the normalized features).
+    sample_percentiles : tuple of float in [0, 100]
+        x₀ is the train row at each of these percentiles of the mean |z| over
+        features (50: typical, 99: outlying); the first one is also the row 0
+        of part (b).
+    network_seed : int
+        Seeds the fixed random Linear(64, D).
+    jacobian_batch_size : int ≥ 2
+        B of part (b).
+    """
+
+    batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    num_draws: int = 200
+    num_features: int = 16
+    sample_percentiles: tuple[float, ...] = (50.0, 99.0)
+    network_seed: int = 0
+    jacobian_batch_size: int = 8
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(batch_sizes=(2, 8, 32, 128), seeds=(0, 1, 2), num_draws=40)
+
+    def validate(self) -> None:
+        super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
+        if min(self.batch_sizes) < 2 or self.jacobian_batch_size < 2:
+            raise ValueError(
+                "batch sizes must be ≥ 2: BatchNorm cannot train on a batch of one "
+                f"(got batch_sizes={self.batch_sizes}, "
+                f"jacobian_batch_size={self.jacobian_batch_size})"
+            )
+        if self.num_draws < 2:
+            raise ValueError(f"num_draws must be ≥ 2 to measure a spread, got {self.num_draws}")
+        if self.num_features < 4 or self.num_features % 4:
+            raise ValueError(
+                "num_features must be a multiple of 4 (GroupNorm uses groups of ≥ 4 channels), "
+                f"got {self.num_features}"
+            )
+        if not self.sample_percentiles or not all(
+            0 <= percentile <= 100 for percentile in self.sample_percentiles
+        ):
+            raise ValueError(
+                f"sample_percentiles must be numbers in [0, 100], got {self.sample_percentiles}"
+            )
+
+
+# ---------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def digits_inputs(num_features: int, network_seed: int) -> np.ndarray:
+    """The digits train rows through a fixed random Linear(64, D): float64 (n, D), read-only."""
+    from normlab import data, nn
+
+    split = data.load_digits_split()
+    linear = nn.Linear(split.num_features, num_features, rng=network_seed, dtype=np.float64)
+    inputs = linear(split.x_train.astype(np.float64))  # (n, D)
+    inputs.flags.writeable = False
+    return inputs
+
+
+def standardized(inputs: np.ndarray) -> np.ndarray:
+    """z = (x − μ)/σ of every row, with μ, σ per feature over the rows: (n, D)."""
+    return (inputs - inputs.mean(axis=0)) / inputs.std(axis=0)
+
+
+def sample_at_percentile(inputs: np.ndarray, percentile: float) -> int:
+    """The row at ``percentile`` of the mean |z| over features (0: most average row)."""
+    distance = np.mean(np.abs(standardized(inputs)), axis=1)  # (n,)
+    order = np.argsort(distance, kind="stable")
+    position = round(percentile / 100 * (len(order) - 1))
+    return int(order[position])
+
+
+def first_order_spread(inputs: np.ndarray, sample: int, batch_size: int) -> float:
+    """Large-B theory of x₀'s BatchNorm output spread, averaged over features.
+
+    Per feature ``√((B − 1)(1 + γ z₀ + (κ − 1) z₀²/4)) / B`` (see the module docstring).
+    """
+    z = standardized(inputs)  # (n, D)
+    skewness = np.mean(z**3, axis=0)  # (D,)
+    kurtosis = np.mean(z**4, axis=0)  # (D,)
+    z0 = z[sample]  # (D,)
+    variance_times_b = 1 + skewness * z0 + (kurtosis - 1) * z0**2 / 4  # (D,), ≥ 0
+    return float(np.mean(np.sqrt((batch_size - 1) * variance_times_b) / batch_size))
+
+
+def make_layer(method: str, num_features: int):
+    """A fresh float64 normalization layer (training mode) for a method key."""
+    from normlab import nn
+
+    return nn.make_norm(method, num_features, dtype=np.float64)
+
+
+def draw_batch(inputs: np.ndarray, sample: int, batch_size: int, rng) -> np.ndarray:
+    """x₀ (row ``sample``) first, then B − 1 other rows drawn without replacement: (B, D)."""
+    num_rows = inputs.shape[0]
+    if batch_size > num_rows:
+        raise ValueError(f"batch_size {batch_size} exceeds the {num_rows} rows")
+    mates = rng.choice(num_rows - 1, size=batch_size - 1, replace=False)
+    mates += mates >= sample  # skip x₀ itself
+    return inputs[np.concatenate(([sample], mates))]
+
+
+def measure_coupling(run: dict) -> dict:
+    """x₀'s output under every method over ``num_draws`` random batches of size B.
+
+    Returns per method the spread (std over draws, averaged over features) and
+    the largest change of any output entry of x₀ relative to the first draw.
+    """
+    inputs = digits_inputs(run["num_features"], run["network_seed"])  # (n, D)
+    sample = sample_at_percentile(inputs, run["percentile"])
+    rng = np.random.default_rng((run["seed"], run["batch_size"]))
+    layers = {method: make_layer(method, run["num_features"]) for method in COUPLING_METHODS}
+    outputs = {method: [] for method in COUPLING_METHODS}  # x₀'s output in each draw
+    for _ in range(run["num_draws"]):
+        batch = draw_batch(inputs, sample, run["batch_size"], rng)  # (B, D), x₀ first
+        for method, layer in layers.items():
+            outputs[method].append(layer(batch)[0])  # (D,)
+    result = {}
+    for method, rows in outputs.items():
+        change = np.asarray(rows) - rows[0]  # (draws, D): relative to the first draw
+        spread = np.sqrt(np.mean(change**2, axis=0) - np.mean(change, axis=0) ** 2)  # (D,)
+        result[method] = {
+            "spread": float(np.mean(spread)),
+            "max_abs_change": float(np.max(np.abs(change))),
+        }
+    return result
+
+
+def jacobian(layer, x: np.ndarray) -> np.ndarray:
+    """∂y/∂x of ``layer`` at ``x`` (B, D), from its backward: shape (B, D, B, D).
+
+    One backward pass per output entry (i, k), with the one-hot upstream
+    gradient e_{ik}, gives the row ∂y_{ik}/∂x. The forward is done once.
+    """
+    layer(x)
+    batch_size, num_features = x.shape
+    result = np.empty((batch_size, num_features, batch_size, num_features))
+    for i in range(batch_size):
+        for k in range(num_features):
+            one_hot = np.zeros_like(x)
+            one_hot[i, k] = 1.0
+            result[i, k] = layer.backward(one_hot)
+    return result
+
+
+def block_norms(full_jacobian: np.ndarray) -> np.ndarray:
+    """Frobenius norm of each D×D block (i, j) of a (B, D, B, D) Jacobian: (B, B)."""
+    return np.sqrt(np.sum(full_jacobian**2, axis=(1, 3)))
+
+
+def measure_jacobian(run: dict) -> dict:
+    """The (B, B) block norms of ∂y/∂x for BatchNorm (train, eval) and LayerNorm."""
+    inputs = digits_inputs(run["num_features"], run["network_seed"])  # (n, D)
+    sample = sample_at_percentile(inputs, run["percentile"])
+    rng = np.random.default_rng((run["seed"], run["batch_size"]))
+    batch = draw_batch(inputs, sample, run["batch_size"], rng)  # (B, D)
+
+    batch_norm_eval = make_layer("batch", run["num_features"])
+    batch_norm_eval.momentum = None  # one training step on the whole split: its exact stats
+    batch_norm_eval(inputs)
+    batch_norm_eval.eval()
+    layers = {
+        "batch_train": make_layer("batch", run["num_features"]),
+        "batch_eval": batch_norm_eval,
+        "layer": make_layer("layer", run["num_features"]),
+    }
+    result = {}
+    off_diagonal = ~np.eye(run["batch_size"], dtype=bool)
+    for name, layer in layers.items():
+        norms = block_norms(jacobian(layer, batch))  # (B, B)
+        result[name] = {
+            "block_norms": norms.tolist(),
+            "max_off_diagonal": float(norms[off_diagonal].max()),
+            "mean_off_diagonal": float(norms[off_diagonal].mean()),
+            "mean_diagonal": float(np.diag(norms).mean()),
+        }
+    return result
+
+
+def run(config: Config, options: SweepOptions | None = None) -> dict:
+    """Part (a) for every (x₀, B, seed), part (b) once; plain numbers for the plot and JSON.
+
+    Returns
+    -------
+    dict with
+        ``config``; ``batch_sizes``; ``samples``: for each x₀ (in the order of
+        ``sample_percentiles``) its ``percentile``, train ``row``, ``mean_abs_z``
+        and ``first_order_spread`` (the theory, per batch size), and
+        ``coupling[method]``: ``spread`` and ``max_abs_change``, each a list
+        over batch sizes of lists over seeds;
+        ``jacobian[panel]``: ``block_norms`` (B×B), ``max_off_diagonal``,
+        ``mean_off_diagonal``, ``mean_diagonal``;
+        ``headline``.
+    """
+    shared = {
+        "num_draws": config.num_draws,
+        "num_features": config.num_features,
+        "network_seed": config.network_seed,
+    }
+    runs = [
+        {"part": "coupling", **one_run, **shared}
+        for one_run in grid(
+            percentile=config.sample_percentiles, batch_size=config.batch_sizes, seed=config.seeds
+        )
+    ]
+    measured = sweep(NAME, measure_coupling, runs, options)
+    jacobian_run = {
+        "part": "jacobian",
+        "percentile": config.sample_percentiles[0],
+        "batch_size": config.jacobian_batch_size,
+        "seed": config.seeds[0],
+        **shared,
+    }
+    (jacobians,) = sweep(NAME, measure_jacobian, [jacobian_run], options)
+
+    inputs = digits_inputs(config.num_features, config.network_seed)
+    table_shape = (len(config.sample_percentiles), len(config.batch_sizes), len(config.seeds))
+    samples = []
+    for index, percentile in enumerate(config.sample_percentiles):
+        row = sample_at_percentile(inputs, percentile)
+        coupling = {
+            method: {
+                quantity: np.reshape([one[method][quantity] for one in measured], table_shape)[
+                    index
+                ].tolist()
+                for quantity in ("spread", "max_abs_change")
+            }
+            for method in COUPLING_METHODS
+        }
+        samples.append(
+            {
+                "percentile": percentile,
+                "row": row,
+                "mean_abs_z": float(np.mean(np.abs(standardized(inputs)[row]))),
+                "first_order_spread": [
+                    first_order_spread(inputs, row, b) for b in config.batch_sizes
+                ],
+                "coupling": coupling,
+            }
+        )
+    return {
+        "config": config.to_dict(),
+        "batch_sizes": list(config.batch_sizes),
+        "samples": samples,
+        "jacobian": jacobians,
+        "headline": _headline(config, samples, jacobians),
+    }
+
+
+def _headline(config: Config, samples: list[dict], jacobians: dict) -> dict:
+    headline = {}
+    for sample in samples:
+        name = f"x0_at_percentile_{sample['percentile']:g}"
+        batch_spread = np.mean(sample["coupling"]["batch"]["spread"], axis=1)  # (batch sizes,)
+        headline[name] = {
+            f"batch_norm_spread_at_B{config.batch_sizes[0]}": float(batch_spread[0]),
+            f"batch_norm_spread_at_B{config.batch_sizes[-1]}": float(batch_spread[-1]),
+            "measured_over_first_order_theory_at_largest_B": float(
+                batch_spread[-1] / sample["first_order_spread"][-1]
+            ),
+        }
+    for method in COUPLING_METHODS[1:]:
+        headline[f"{method}_max_abs_change_over_all_draws"] = float(
+            max(np.max(sample["coupling"][method]["max_abs_change"]) for sample in samples)
+        )
+    for panel, _, _ in JACOBIAN_PANELS:
+        headline[f"jacobian_{panel}_max_off_diagonal_block_norm"] = jacobians[panel][
+            "max_off_diagonal"
+        ]
+    headline["jacobian_batch_train_mean_diagonal_block_norm"] = jacobians["batch_train"][
+        "mean_diagonal"
+    ]
+    return headline
+
+
+# ---------------------------------------------------------------------------
+# Plot
+# ---------------------------------------------------------------------------
+
+#: The first-order theory is drawn from this batch size on (it is a large-B formula).
+THEORY_MIN_BATCH = 16
+
+#: Colour of exact zeros in the heat maps (no logarithm).
+_ZERO_COLOR = "#DDDDDD"
+
+#: Line style and marker fill of each x₀ (in the order of ``sample_percentiles``).
+_SAMPLE_LOOKS = (
+    {"linestyle": "-", "markerfacecolor": None},
+    {"linestyle": "--", "markerfacecolor": "white"},
+    {"linestyle": ":", "markerfacecolor": "white"},
+)
+
+
+def _plot_coupling(ax, results: dict) -> None:
+    batch_sizes = np.asarray(results["batch_sizes"])
+    for index, sample in enumerate(results["samples"]):
+        look = _SAMPLE_LOOKS[index % len(_SAMPLE_LOOKS)]
+        which = f"{sample['percentile']:g}th-percentile x₀"
+        style = plotting.method_style("batch")
+        style["label"] = f"BatchNorm, {which} (mean |z| = {sample['mean_abs_z']:.2f})"
+        if look["markerfacecolor"] is not None:
+            style["markerfacecolor"] = look["markerfacecolor"]
+        plotting.plot_spread(
+            ax,
+            batch_sizes,
+            sample["coupling"]["batch"]["spread"],
+            center="mean",
+            linestyle=look["linestyle"],
+            **style,
+        )
+        large = batch_sizes >= THEORY_MIN_BATCH
+        plotting.reference_line(
+            ax,
+            batch_sizes[large],
+            np.asarray(sample["first_order_spread"])[large],
+            linestyle=look["linestyle"],
+            label=f"first-order theory, {which}",
+        )
+    for method in COUPLING_METHODS[1:]:
+        style = plotting.method_style(method)
+        spread = np.array([sample["coupling"][method]["spread"] for sample in results["samples"]])
+        largest = max(
+            np.max(sample["coupling"][method]["max_abs_change"]) for sample in results["samples"]
+        )
+        style["label"] += f", every x₀ (max |Δy| = {largest:g})"
+        ax.plot(batch_sizes, spread.mean(axis=(0, 2)), linestyle="none", markersize=10, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+    ax.set_xlabel("batch size B (x₀ and B − 1 random batch-mates)")
+    ax.set_ylabel("std of x₀'s output over draws")
+    ax.set_ylim(bottom=-0.03)
+    # an opaque legend: with few batch sizes a theory line may run behind it
+    legend = ax.legend(loc="upper right", fontsize=12, frameon=True, framealpha=0.92)
+    legend.get_frame().set_edgecolor("none")
+    ax.set_title("(a) x₀'s normalized output as its batch-mates change (training mode)")
+
+
+def _plot_jacobians(axes, figure: Figure, jacobians: dict) -> None:
+    all_norms = np.concatenate(
+        [np.ravel(jacobians[panel]["block_norms"]) for panel, _, _ in JACOBIAN_PANELS]
+    )
+    color_scale = LogNorm(vmin=all_norms[all_norms > 0].min(), vmax=all_norms.max())
+    colormap = colormaps["viridis"].with_extremes(bad=_ZERO_COLOR)  # exact zeros: grey
+    image = None
+    for ax, (panel, method, title) in zip(axes, JACOBIAN_PANELS, strict=True):
+        norms = np.asarray(jacobians[panel]["block_norms"])
+        masked = np.ma.masked_less_equal(norms, 0.0)
+        image = ax.imshow(masked, cmap=colormap, norm=color_scale, interpolation="nearest")
+        batch_size = norms.shape[0]
+        ax.set_xticks(range(batch_size))
+        ax.set_yticks(range(batch_size))
+        ax.grid(False)
+        ax.set_xlabel("input sample j")
+        ax.set_ylabel("output sample i")
+        largest = jacobians[panel]["max_off_diagonal"]
+        summary = "exactly 0" if largest == 0 else f"up to {largest:.2g}"
+        ax.set_title(
+            f"{title}\noff-diagonal: {summary}",
+            color=plotting.METHODS[method].color,
+            fontsize=15,
+        )
+    colorbar = figure.colorbar(image, ax=list(axes), shrink=0.9)
+    colorbar.set_label("‖∂yᵢ/∂xⱼ‖ (Frobenius)")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    colorbar.ax.yaxis.set_major_formatter(plain)
+    colorbar.ax.yaxis.set_minor_formatter(plain)
+
+
+@plotting.styled
+def plot(results: dict) -> Figure:
+    """Top: x₀'s output spread against B. Bottom: the three Jacobian block-norm heat maps."""
+    config = results["config"]
+    figure = Figure(figsize=(17.0, 13.0), layout="constrained")
+    panels = figure.subplot_mosaic(
+        [["coupling"] * 3, [panel for panel, _, _ in JACOBIAN_PANELS]],
+        height_ratios=[1.0, 1.0],
+    )
+    _plot_coupling(panels["coupling"], results)
+    _plot_jacobians([panels[panel] for panel, _, _ in JACOBIAN_PANELS], figure, results["jacobian"])
+    jacobian_batch = len(results["jacobian"]["layer"]["block_norms"])
+    plotting.set_title(
+        figure,
+        "BatchNorm couples the samples of a batch; LayerNorm and RMSNorm do not",
+        f"Inputs: digits through a fixed random Linear(64, {config['num_features']}); "
+        "distance of a row = mean |z| over features. "
+        f"(a) {config['num_draws']} random sets of batch-mates per B; std over the draws, "
+        f"averaged over the features; line: mean, band: min–max over {len(config['seeds'])} "
+        f"seeds. (b) B = {jacobian_batch}, first x₀ in row 0: one backward pass per output "
+        "entry with a one-hot upstream gradient; eval mode uses the running statistics of the "
+        "whole train split; grey: exactly 0.",
+    )
+    return figure

@@ -1,0 +1,461 @@
+"""Spread of BatchNorm's batch mean and variance against batch size, measured against 1/√B theory.
+
+The question: BatchNorm normalizes every sample with the mean and variance of
+its batch, which are only estimates of the population's. How noisy are they at
+a given batch size B, and does the textbook theory predict it?
+
+Setup: for each batch size and seed, draw ``num_batches`` batches of B
+independent samples from a fixed population and compute each batch's mean and
+biased variance with :func:`normlab.functional.moments` (the function every
+normlab layer uses). The spread is the standard deviation of these estimates
+over the batches, per feature, divided by the theory below and averaged over
+the features. Two populations:
+
+* ``gaussian``: independent N(μ, σ²) features;
+* ``digits_relu``: scikit-learn's digits (train split, standardized) through a
+  fixed random ``Linear(64, width)`` + ReLU, i.e. real hidden activations.
+  Batches are drawn *with replacement* from these rows, so the samples are
+  independent and the theory holds exactly, with σ and kurtosis those of the
+  rows. These features are far from Gaussian: half zeros from the ReLU and
+  heavy tails from rarely-inked pixels, which standardization blows up.
+
+Theory, for B independent samples with variance σ² and kurtosis κ = E[(x−μ)⁴]/σ⁴:
+
+* batch mean: std = σ/√B, for any distribution.
+* biased batch variance v = (1/B) Σ (xᵢ − x̄)², the estimator BatchNorm
+  normalizes with. With the unbiased s² = B/(B−1)·v, the exact result is
+  Var(s²) = σ⁴ (κ/B − (B−3)/(B(B−1))), hence
+
+      std(v) = σ² (B−1)/B · √(κ/B − (B−3)/(B(B−1))).
+
+  For Gaussian data κ = 3, B·v/σ² ~ χ²(B−1), and this becomes exactly
+  std(v) = σ² √(2(B−1))/B ≈ σ² √(2/B) for large B. (The often quoted
+  σ² √(2/(B−1)) is the std of the *unbiased* s²; the biased v is smaller by
+  (B−1)/B.) Relative to its own mean, either spreads by √(2/(B−1)).
+  For heavy-tailed data (κ ≫ 3) the variance is much noisier than the
+  Gaussian formula says, by about √((κ−1)/2) at large B; the figure shows
+  the measured spread against both formulas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from normlab import functional as F
+from normlab import plotting
+from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+
+NAME = "batch_stat_noise"
+
+#: The populations the batches are drawn from.
+POPULATIONS = ("gaussian", "digits_relu")
+
+#: A digits feature whose population std is below this is a dead ReLU: left out.
+DEAD_FEATURE_STD = 1e-8
+
+#: The quantities measured per run; each is averaged over the features.
+QUANTITIES = (
+    "std_mean_over_sigma",  # std of the batch mean / σ
+    "std_var_over_sigma2",  # std of the biased batch variance / σ²
+    "mean_ratio",  # measured std of the batch mean / (σ/√B)
+    "var_ratio",  # measured std of the variance / theory with the population's kurtosis
+    "var_ratio_gaussian_theory",  # measured std of the variance / Gaussian theory (κ = 3)
+)
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """What to measure. The defaults are the full figure; ``Config.quick()`` a small one.
+
+    Attributes
+    ----------
+    batch_sizes : tuple of int ≥ 2
+        B on the x-axis (a batch of 1 has no variance).
+    seeds : tuple of int
+        Independent repetitions of the whole measurement; the band shows their range.
+    num_batches : int
+        Batches drawn per (population, B, seed); the spread is the std over them.
+    populations : tuple of str
+        Any of ``"gaussian"``, ``"digits_relu"``.
+    gaussian_mean, gaussian_std : float
+        μ and σ of the Gaussian features.
+    num_gaussian_features : int
+        How many independent Gaussian features (the result is averaged over them).
+    hidden_width : int
+        Width of the random Linear + ReLU applied to the digits.
+    network_seed : int
+        Seeds that Linear layer (fixed across runs: it defines the population).
+    """
+
+    batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    num_batches: int = 1000
+    populations: tuple[str, ...] = POPULATIONS
+    gaussian_mean: float = 3.0
+    gaussian_std: float = 2.0
+    num_gaussian_features: int = 16
+    hidden_width: int = 32
+    network_seed: int = 0
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(batch_sizes=(2, 8, 32, 128), seeds=(0, 1, 2), num_batches=400)
+
+    def validate(self) -> None:
+        super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
+        if min(self.batch_sizes) < 2:
+            raise ValueError(
+                f"batch_sizes must all be ≥ 2 (a batch of one has no variance), "
+                f"got {self.batch_sizes}"
+            )
+        if self.num_batches < 10:
+            raise ValueError(
+                f"num_batches must be ≥ 10 to measure a spread, got {self.num_batches}"
+            )
+        unknown = [name for name in self.populations if name not in POPULATIONS]
+        if not self.populations or unknown:
+            raise ValueError(f"populations must be among {POPULATIONS}, got {self.populations}")
+        if not self.gaussian_std > 0:
+            raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
+        for name in ("num_gaussian_features", "hidden_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+
+
+# ---------------------------------------------------------------------------
+# Theory
+# ---------------------------------------------------------------------------
+
+
+def std_of_mean(sigma, batch_size: int):
+    """Standard deviation of the mean of ``batch_size`` independent samples: σ/√B."""
+    return sigma / np.sqrt(batch_size)
+
+
+def std_of_biased_variance(sigma, kurtosis, batch_size: int):
+    """Exact std of v = (1/B) Σ (xᵢ − x̄)² for independent samples of variance σ², kurtosis κ.
+
+    ``σ² (B−1)/B · √(κ/B − (B−3)/(B(B−1)))``; for κ = 3 (Gaussian) this is σ² √(2(B−1))/B.
+    """
+    b = batch_size
+    return sigma**2 * (b - 1) / b * np.sqrt(kurtosis / b - (b - 3) / (b * (b - 1)))
+
+
+# ---------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def digits_activations(hidden_width: int, network_seed: int) -> np.ndarray:
+    """The digits train rows after a fixed random Linear(64, width) + ReLU, float64 (n, width).
+
+    Dead features (constant over the rows) are dropped.
+    """
+    from normlab import data, nn
+
+    split = data.load_digits_split()
+    network = nn.Sequential(
+        nn.Linear(split.num_features, hidden_width, rng=network_seed, dtype=np.float64),
+        nn.ReLU(),
+    )
+    activations = network(split.x_train.astype(np.float64))  # (n, width)
+    alive = activations.std(axis=0) > DEAD_FEATURE_STD
+    activations = activations[:, alive]
+    activations.flags.writeable = False
+    return activations
+
+
+def population_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """σ and kurtosis κ of each column of ``values`` (the exact population, ddof=0)."""
+    deviation = values - values.mean(axis=0)  # (n, D)
+    variance = np.mean(deviation**2, axis=0)  # (D,)
+    kurtosis = np.mean(deviation**4, axis=0) / variance**2  # (D,)
+    return np.sqrt(variance), kurtosis
+
+
+def draw_batches(run: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``num_batches`` batches of the run's population: (K, B, D), with the population σ and κ."""
+    shape = (run["num_batches"], run["batch_size"])
+    if run["population"] == "gaussian":
+        num_features = run["num_gaussian_features"]
+        batches = run["gaussian_mean"] + run["gaussian_std"] * rng.standard_normal(
+            (*shape, num_features)
+        )
+        sigma = np.full(num_features, float(run["gaussian_std"]))
+        return batches, sigma, np.full(num_features, 3.0)
+    activations = digits_activations(run["hidden_width"], run["network_seed"])  # (n, D)
+    rows = rng.integers(0, activations.shape[0], size=shape)  # with replacement: independent
+    sigma, kurtosis = population_moments(activations)
+    return activations[rows], sigma, kurtosis  # (K, B, D)
+
+
+def measure_one(run: dict) -> dict:
+    """Spread of the batch mean and variance for one (population, B, seed), over the features."""
+    population_index = POPULATIONS.index(run["population"])
+    rng = np.random.default_rng((run["seed"], run["batch_size"], population_index))
+    batches, sigma, kurtosis = draw_batches(run, rng)  # (K, B, D), (D,), (D,)
+    batch_size = run["batch_size"]
+    mean, var, _ = F.moments(batches, reduce_axes=(1,))  # (K, 1, D) each, var biased
+    measured_std_mean = np.std(mean[:, 0], axis=0, ddof=1)  # (D,)
+    measured_std_var = np.std(var[:, 0], axis=0, ddof=1)  # (D,)
+    return {
+        "std_mean_over_sigma": float(np.mean(measured_std_mean / sigma)),
+        "std_var_over_sigma2": float(np.mean(measured_std_var / sigma**2)),
+        "mean_ratio": float(np.mean(measured_std_mean / std_of_mean(sigma, batch_size))),
+        "var_ratio": float(
+            np.mean(measured_std_var / std_of_biased_variance(sigma, kurtosis, batch_size))
+        ),
+        "var_ratio_gaussian_theory": float(
+            np.mean(measured_std_var / std_of_biased_variance(sigma, 3.0, batch_size))
+        ),
+    }
+
+
+def run(config: Config, options: SweepOptions | None = None) -> dict:
+    """Measure every (population, batch size, seed); return the spreads and the theory.
+
+    Returns
+    -------
+    dict with
+        ``config``; ``batch_sizes``;
+        ``measured[population][quantity]``: list over batch sizes of lists over
+        seeds, for each of :data:`QUANTITIES`;
+        ``theory[population]``: ``std_mean_over_sigma`` (1/√B) and
+        ``std_var_over_sigma2`` (the exact formula with the population's
+        kurtosis, averaged over features) per batch size, and
+        ``std_var_over_sigma2_gaussian`` (κ = 3);
+        ``kurtosis[population]``: mean, min and max over the features;
+        ``num_features[population]``;
+        ``headline``.
+    """
+    shared = {
+        "num_batches": config.num_batches,
+        "gaussian_mean": config.gaussian_mean,
+        "gaussian_std": config.gaussian_std,
+        "num_gaussian_features": config.num_gaussian_features,
+        "hidden_width": config.hidden_width,
+        "network_seed": config.network_seed,
+    }
+    runs = grid(population=config.populations, batch_size=config.batch_sizes, seed=config.seeds)
+    runs = [{**one_run, **shared} for one_run in runs]
+    measured_runs = sweep(NAME, measure_one, runs, options)
+
+    table_shape = (len(config.populations), len(config.batch_sizes), len(config.seeds))
+    measured = {
+        quantity: np.reshape([one[quantity] for one in measured_runs], table_shape)
+        for quantity in QUANTITIES
+    }
+    batch_sizes = np.asarray(config.batch_sizes)
+    results: dict = {
+        "config": config.to_dict(),
+        "batch_sizes": list(config.batch_sizes),
+        "measured": {},
+        "theory": {},
+        "kurtosis": {},
+        "num_features": {},
+    }
+    for index, population in enumerate(config.populations):
+        kurtosis = _population_kurtosis(population, config)  # (D,)
+        results["measured"][population] = {
+            quantity: table[index].tolist() for quantity, table in measured.items()
+        }
+        results["theory"][population] = {
+            "std_mean_over_sigma": std_of_mean(1.0, batch_sizes).tolist(),
+            "std_var_over_sigma2": [
+                float(np.mean(std_of_biased_variance(1.0, kurtosis, b))) for b in batch_sizes
+            ],
+            "std_var_over_sigma2_gaussian": [
+                float(std_of_biased_variance(1.0, 3.0, b)) for b in batch_sizes
+            ],
+        }
+        results["kurtosis"][population] = {
+            "mean": float(kurtosis.mean()),
+            "min": float(kurtosis.min()),
+            "max": float(kurtosis.max()),
+        }
+        results["num_features"][population] = int(kurtosis.size)
+    results["headline"] = _headline(results, config)
+    return results
+
+
+def _population_kurtosis(population: str, config: Config) -> np.ndarray:
+    if population == "gaussian":
+        return np.full(config.num_gaussian_features, 3.0)
+    _, kurtosis = population_moments(digits_activations(config.hidden_width, config.network_seed))
+    return kurtosis
+
+
+def _headline(results: dict, config: Config) -> dict:
+    headline = {}
+    for population, measured in results["measured"].items():
+        spread_mean = np.mean(measured["std_mean_over_sigma"], axis=1)  # (batch sizes,)
+        spread_var = np.mean(measured["std_var_over_sigma2"], axis=1)
+        headline[population] = {
+            f"std_mean_over_sigma_at_B{config.batch_sizes[0]}": float(spread_mean[0]),
+            f"std_mean_over_sigma_at_B{config.batch_sizes[-1]}": float(spread_mean[-1]),
+            f"std_var_over_sigma2_at_B{config.batch_sizes[0]}": float(spread_var[0]),
+            f"std_var_over_sigma2_at_B{config.batch_sizes[-1]}": float(spread_var[-1]),
+            "mean_ratio_to_theory_average": float(np.mean(measured["mean_ratio"])),
+            "var_ratio_to_theory_average": float(np.mean(measured["var_ratio"])),
+            "var_ratio_to_gaussian_theory_at_largest_B": float(
+                np.mean(measured["var_ratio_gaussian_theory"][-1])
+            ),
+            "mean_kurtosis": results["kurtosis"][population]["mean"],
+        }
+    return headline
+
+
+# ---------------------------------------------------------------------------
+# Plot
+# ---------------------------------------------------------------------------
+
+#: One look per population: both are BatchNorm statistics, so both in BatchNorm's hue.
+_LOOKS = {
+    "gaussian": {
+        "label": "Gaussian features",
+        "color": plotting.METHODS["batch"].color,
+        "marker": "o",
+        "linestyle": "-",
+    },
+    "digits_relu": {
+        "label": "digits → random Linear+ReLU",
+        "color": plotting.COLORS["sky_blue"],
+        "marker": "D",
+        "linestyle": "--",
+    },
+}
+
+
+#: Legend entries of the variance ratio panel.
+_RATIO_LABELS = {
+    "gaussian": "Gaussian: measured / exact (κ = 3)",
+    "digits_relu": "digits: measured / exact with κ (mean κ = {kurtosis:.1f})",
+}
+
+#: Plain numbers on log axes (0.1, 0.2, 3) instead of 1×10⁻¹, 2×10⁻¹, 3×10⁰.
+_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _label_minor_tick(value: float, _position) -> str:
+    """Label only the minor ticks at 2, 3 and 5 times a power of ten (no crowding)."""
+    leading_digit = round(value / 10 ** np.floor(np.log10(value)))
+    return f"{value:g}" if leading_digit in (2, 3, 5) else ""
+
+
+def _spread(ax, batch_sizes, samples, population: str, label: str | None = None) -> None:
+    look = dict(_LOOKS[population])
+    default_label = look.pop("label")
+    plotting.plot_spread(
+        ax,
+        batch_sizes,
+        samples,
+        center="mean",
+        label=default_label if label is None else label,
+        **look,
+    )
+
+
+@plotting.styled
+def plot(results: dict) -> Figure:
+    """2×2: spread of the mean and the variance (top), measured/theory (bottom)."""
+    config = results["config"]
+    batch_sizes = np.asarray(results["batch_sizes"])
+    populations = list(results["measured"])
+    figure, axes = plotting.subplots(2, 2, width=15.0, height=11.0)
+    (ax_mean, ax_var), (ax_mean_ratio, ax_var_ratio) = axes
+
+    for population in populations:
+        measured = results["measured"][population]
+        _spread(ax_mean, batch_sizes, measured["std_mean_over_sigma"], population)
+        _spread(ax_var, batch_sizes, measured["std_var_over_sigma2"], population)
+        _spread(ax_mean_ratio, batch_sizes, measured["mean_ratio"], population)
+        kurtosis = results["kurtosis"][population]["mean"]
+        _spread(
+            ax_var_ratio,
+            batch_sizes,
+            measured["var_ratio"],
+            population,
+            label=_RATIO_LABELS[population].format(kurtosis=kurtosis),
+        )
+    if "digits_relu" in populations:
+        plotting.plot_spread(
+            ax_var_ratio,
+            batch_sizes,
+            results["measured"]["digits_relu"]["var_ratio_gaussian_theory"],
+            color=_LOOKS["digits_relu"]["color"],
+            marker="d",
+            linestyle=":",
+            markerfacecolor="white",
+            center="mean",
+            label="digits: measured / Gaussian formula (κ = 3)",
+        )
+
+    first = populations[0]
+    plotting.reference_line(
+        ax_mean,
+        batch_sizes,
+        results["theory"][first]["std_mean_over_sigma"],
+        label="theory 1/√B (any distribution)",
+    )
+    plotting.reference_line(
+        ax_var,
+        batch_sizes,
+        results["theory"][first]["std_var_over_sigma2_gaussian"],
+        label="Gaussian theory √(2(B−1))/B",
+    )
+    if "digits_relu" in results["theory"]:
+        plotting.reference_line(
+            ax_var,
+            batch_sizes,
+            results["theory"]["digits_relu"]["std_var_over_sigma2"],
+            linestyle=":",
+            label="exact with the digits' kurtosis κ",
+        )
+    for ax in (ax_mean_ratio, ax_var_ratio):
+        ax.axhline(1.0, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=1.6)
+
+    ax_mean.set_ylabel("std of batch mean / σ")
+    ax_var.set_ylabel("std of batch variance / σ²")
+    ax_mean_ratio.set_ylabel("measured / theory σ/√B")
+    ax_var_ratio.set_ylabel("measured / theory")
+    ax_mean.set_title("batch mean")
+    ax_var.set_title("biased batch variance (what BatchNorm uses)")
+    ax_mean_ratio.set_title("batch mean: measured / theory")
+    ax_var_ratio.set_title("batch variance: measured / theory")
+    for ax in axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+        ax.set_xlabel("batch size B")
+    for ax in (ax_mean, ax_var):
+        ax.set_yscale("log")
+        ax.legend(loc="lower left")
+    ax_mean_ratio.set_ylim(0.8, 1.2)
+    ax_mean_ratio.legend(loc="upper right")
+    ax_var_ratio.set_yscale("log")
+    for ax in (ax_mean, ax_var, ax_var_ratio):
+        ax.yaxis.set_major_formatter(_PLAIN)
+        ax.yaxis.set_minor_formatter(FuncFormatter(_label_minor_tick))
+        ax.tick_params(axis="y", which="minor", labelsize=11)
+    ax_var_ratio.legend(loc="center right", fontsize=12)
+    plotting.set_title(
+        figure,
+        "How noisy are BatchNorm's batch statistics? The spread falls as 1/√B",
+        f"std over {config['num_batches']} batches per batch size, divided by the population σ "
+        f"(or σ²) and averaged over features; line: mean, band: min–max over "
+        f"{len(config['seeds'])} seeds. Gaussian: {config['num_gaussian_features']} features "
+        f"N({config['gaussian_mean']:g}, {config['gaussian_std']:g}²). Digits: "
+        f"{results['num_features'].get('digits_relu', 0)} live features of a fixed random "
+        f"Linear(64, {config['hidden_width']}) + ReLU, batches drawn with replacement.",
+    )
+    return figure

@@ -1,0 +1,81 @@
+"""batch_coupling, quick: BatchNorm couples a batch; LayerNorm and RMSNorm do not, exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from normlab.experiments import SweepOptions, batch_coupling
+from normlab.experiments.batch_coupling import Config
+
+
+@pytest.fixture(scope="module")
+def results():
+    return batch_coupling.run(Config.quick(), SweepOptions(progress=False))
+
+
+def batch_norm_spread(sample: dict) -> np.ndarray:
+    return np.mean(sample["coupling"]["batch"]["spread"], axis=1)  # one per batch size
+
+
+def test_typical_sample_coupling_falls_as_the_batch_grows(results):
+    typical = results["samples"][0]
+    assert typical["percentile"] == 50
+    assert np.all(np.diff(batch_norm_spread(typical)) < 0)
+
+
+def test_every_sample_is_less_coupled_in_the_largest_batch(results):
+    for sample in results["samples"]:
+        spread = batch_norm_spread(sample)
+        assert spread[-1] < spread[0]
+        assert spread[-1] > 0
+
+
+@pytest.mark.parametrize("method", ["layer", "rms", "group"])
+def test_per_sample_norms_are_exactly_uncoupled(results, method):
+    for sample in results["samples"]:
+        assert np.max(sample["coupling"][method]["spread"]) == 0.0
+        assert np.max(sample["coupling"][method]["max_abs_change"]) == 0.0
+
+
+def test_batch_norm_jacobian_mixes_samples_only_in_training_mode(results):
+    jacobian = results["jacobian"]
+    assert jacobian["batch_train"]["max_off_diagonal"] > 0.1
+    assert np.min(np.asarray(jacobian["batch_train"]["block_norms"])) > 0
+    assert jacobian["batch_eval"]["max_off_diagonal"] == 0.0
+    assert jacobian["layer"]["max_off_diagonal"] == 0.0
+    for panel in ("batch_eval", "layer"):
+        assert jacobian[panel]["mean_diagonal"] > 0
+
+
+def test_backward_jacobian_matches_the_formula_off_the_diagonal():
+    # dy_ik/dx_jk = rstd_k (-1 - xhat_ik xhat_jk) / B for i != j (weight 1)
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    layer = batch_coupling.make_layer("batch", 3)
+    full = batch_coupling.jacobian(layer, x)  # (B, D, B, D)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    rstd = 1 / np.sqrt(var + layer.eps)
+    xhat = (x - mean) * rstd
+    i, j, k = 1, 3, 2
+    assert np.isclose(full[i, k, j, k], rstd[k] * (-1 - xhat[i, k] * xhat[j, k]) / 5)
+    assert full[i, 0, j, 1] == 0.0  # features are never mixed
+
+
+def test_plot_draws_the_coupling_and_three_heat_maps(results):
+    figure = batch_coupling.plot(results)
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 5  # coupling, three heat maps, one colour bar
+
+
+def test_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="≥ 2"):
+        Config(batch_sizes=(1, 4))
+    with pytest.raises(ValueError, match="≥ 2"):
+        Config(jacobian_batch_size=1)
+    with pytest.raises(ValueError, match="sample_percentiles"):
+        Config(sample_percentiles=(150.0,))
+
+
+def test_same_config_same_numbers(results):
+    assert batch_coupling.run(Config.quick(), SweepOptions(progress=False)) == results

@@ -1,0 +1,80 @@
+"""causal_leak in quick mode: BatchNorm (train) leaks future tokens into earlier outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from normlab.experiments import SweepOptions, causal_leak
+from normlab.experiments.causal_leak import Config
+
+
+@pytest.fixture(scope="module")
+def results():
+    return causal_leak.run(Config.quick(), SweepOptions(progress=False))
+
+
+def heatmap(results, method: str) -> np.ndarray:
+    return np.asarray(results["heatmap"][method]["block_norms"])  # (T, T), rows t, columns s
+
+
+def test_batchnorm_jacobian_has_nonzero_blocks_above_the_diagonal(results):
+    norms = heatmap(results, "batch")
+    future = norms[np.triu_indices(norms.shape[0], k=1)]
+    assert np.all(future > 0)
+
+
+@pytest.mark.parametrize("method", ["layer", "rms", "batch_eval"])
+def test_layer_rms_and_eval_batchnorm_have_exactly_zero_off_diagonal_blocks(results, method):
+    norms = heatmap(results, method)
+    off_diagonal = norms[~np.eye(norms.shape[0], dtype=bool)]
+    assert np.all(off_diagonal == 0.0)
+    assert np.all(np.diag(norms) > 0)
+    for panel in ("against_seq_len", "against_batch_size"):
+        assert np.all(np.asarray(results[panel][method]["future_max"]) == 0.0)
+        assert np.all(np.asarray(results[panel][method]["past_total"]) == 0.0)
+
+
+def test_batchnorm_blocks_match_the_closed_form():
+    """‖∂y_t/∂x_s‖_F for s ≠ t equals (1/M)·‖rstd·(1 + x̂_t x̂_s)‖ per feature (γ = 1)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 4))
+    norms = causal_leak.block_norms(causal_leak.make_layer("batch", 4, x), x)
+    mean = x.mean(axis=(0, 1))
+    rstd = 1 / np.sqrt(x.var(axis=(0, 1)) + 1e-5)
+    xhat = (x[0] - mean) * rstd  # (T, D), the first sequence
+    tokens = x.shape[0] * x.shape[1]
+    closed = np.sqrt(((rstd * (1 + xhat[:, None, :] * xhat[None, :, :])) ** 2).sum(-1)) / tokens
+    off_diagonal = ~np.eye(x.shape[1], dtype=bool)
+    assert np.allclose(norms[off_diagonal], closed[off_diagonal], rtol=1e-10)
+
+
+def test_total_leak_grows_with_length_and_per_pair_leak_shrinks(results):
+    table = results["against_seq_len"]["batch"]
+    total = np.median(table["future_total"], axis=1)
+    per_pair = np.median(table["future_per_pair"], axis=1)
+    assert np.all(np.diff(total) > 0)
+    assert np.all(np.diff(per_pair) < 0)
+
+
+def test_leak_shrinks_with_batch_size(results):
+    total = np.median(results["against_batch_size"]["batch"]["future_total"], axis=1)
+    assert np.all(np.diff(total) < 0)
+    ratios = results["headline"]["batchnorm_future_total_over_theory_vs_batch_size"]
+    assert all(0.7 < ratio < 1.2 for ratio in ratios)  # √(2D)(T−1)/(2N) within 30 %
+
+
+def test_plot_draws_four_heat_maps_and_two_line_panels(results):
+    figure = causal_leak.plot(results)
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 7  # 4 heat maps, 2 line plots, 1 colour bar
+
+
+def test_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="N·T"):
+        Config(batch_sizes=(1, 2), seq_len=1)
+    with pytest.raises(ValueError, match="seq_lens"):
+        Config(seq_lens=(0, 4))
+    with pytest.raises(ValueError, match="num_features"):
+        Config(num_features=0)

@@ -1,0 +1,72 @@
+"""norm_axes, quick: the groups measured from the layers have the textbook sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from normlab.experiments import SweepOptions, norm_axes
+from normlab.experiments.norm_axes import Config
+
+
+@pytest.fixture(scope="module")
+def config():
+    return Config.quick()
+
+
+@pytest.fixture(scope="module")
+def results(config):
+    return norm_axes.run(config, SweepOptions(progress=False))
+
+
+def test_group_sizes_are_the_textbook_ones(results, config):
+    n, t, d, g = config.num_samples, config.seq_len, config.num_features, config.num_groups
+    expected = {"batch": n * t, "layer": d, "rms": d, "group": t * d // g, "instance": t}
+    for method, size in expected.items():
+        assert results["methods"][method]["group_sizes"] == [size], method
+        assert results["headline"][f"group_size_{method}"] == size
+        assert results["methods"][method]["num_groups"] == n * t * d // size
+
+
+def test_group_labels_follow_the_axes(results, config):
+    labels = {method: np.asarray(one["labels"]) for method, one in results["methods"].items()}
+    # BatchNorm: the label depends on the feature only; LayerNorm: on (sample, token) only.
+    assert np.all(labels["batch"] == labels["batch"][:1, :1, :])
+    assert np.all(labels["layer"] == labels["layer"][:, :, :1])
+    assert results["same_groups_as_layer_norm"]["rms"]
+    assert not results["same_groups_as_layer_norm"]["batch"]
+
+
+def test_rms_norm_does_not_center_the_others_do(results):
+    for method, one in results["methods"].items():
+        assert 0.99 < one["min_group_mean_square_of_output"] <= 1.0 + 1e-12, method
+        if method == "rms":
+            assert one["max_abs_group_mean_of_output"] > 0.1
+        else:
+            assert one["max_abs_group_mean_of_output"] < 1e-12, method
+
+
+def test_size_formula_names_the_axes():
+    assert norm_axes.size_formula([3, 4, 1], [3, 4, 8]) == "N·T = 3·4 = 12"
+    assert norm_axes.size_formula([1, 4, 4], [3, 4, 8]) == "T·D/2 = 4·4 = 16"
+    assert norm_axes.size_formula([1, 1, 8], [3, 4, 8]) == "D = 8"
+
+
+def test_plot_draws_one_panel_per_method(results):
+    figure = norm_axes.plot(results)
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == len(norm_axes.METHOD_KEYS)
+
+
+def test_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="divide"):
+        Config(num_features=6, num_groups=4)
+    with pytest.raises(ValueError, match="highlight"):
+        Config(highlight=(0, 0, 99))
+    with pytest.raises(ValueError, match="≥ 2 values"):
+        Config(seq_len=1, highlight=(0, 0, 0))
+
+
+def test_same_config_same_numbers(results):
+    assert norm_axes.run(Config.quick(), SweepOptions(progress=False)) == results

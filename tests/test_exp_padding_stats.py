@@ -1,0 +1,84 @@
+"""padding_stats, quick: the mask repairs BatchNorm statistics; LayerNorm/RMSNorm ignore pads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from normlab.experiments import SweepOptions, padding_stats
+from normlab.experiments.padding_stats import Config
+
+
+@pytest.fixture(scope="module")
+def results():
+    return padding_stats.run(Config.quick(), SweepOptions(progress=False))
+
+
+def fractions(results) -> np.ndarray:
+    return np.asarray(results["padding_fractions"])
+
+
+@pytest.mark.parametrize("stat", ["mean_error", "var_error"])
+def test_masked_error_below_unmasked_at_every_nonzero_padding(results, stat):
+    masked = np.asarray(results[stat]["batch_masked"])  # (fractions, seeds)
+    unmasked = np.asarray(results[stat]["batch"])
+    padded = fractions(results) > 0
+    assert np.all(masked[padded] < unmasked[padded])
+    assert np.all(unmasked[padded] > 1e-2)  # padding counted as data: a visible error
+
+
+def test_masked_error_is_float32_rounding_only(results):
+    assert np.max(results["mean_error"]["batch_masked"]) < 1e-5
+    assert np.max(results["var_error"]["batch_masked"]) < 1e-5
+
+
+def test_unmasked_mean_error_grows_with_padding(results):
+    median = np.median(results["mean_error"]["batch"], axis=1)  # (fractions,)
+    assert np.all(np.diff(median) > 0)
+
+
+def test_unmasked_errors_follow_the_exact_formula(results):
+    for stat in ("mean_error", "var_error"):
+        measured = np.asarray(results[stat]["batch"])
+        predicted = np.asarray(results["predicted_unmasked"][stat])
+        assert np.allclose(measured, predicted, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_reading_agrees_with_functional_moments(results):
+    assert results["layer_reading_vs_moments"] < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_layer_and_rms_outputs_do_not_depend_on_the_pads(results, kind):
+    token = results["token_norms"][kind]
+    assert np.all(np.asarray(token["pad_values"]) == 0.0)  # bit for bit
+    # Without the pads, only the BLAS summation order changes: a few float32 ulps.
+    ulp_bound = 8 * results["float32_eps"] * np.asarray(token["output_scale"])
+    assert np.all(np.asarray(token["padded_vs_unpadded"]) <= ulp_bound)
+    assert np.all(np.asarray(token["arrangement"]) <= ulp_bound)
+
+
+def test_headline_is_computed_from_the_numbers(results):
+    headline = results["headline"]
+    assert headline["masked_mean_error_worst"] == np.max(results["mean_error"]["batch_masked"])
+    assert headline["layer_pad_values_max_abs_diff"] == 0.0
+
+
+def test_plot_draws_three_panels(results):
+    figure = padding_stats.plot(results)
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == 3
+
+
+def test_config_rejects_what_cannot_run():
+    with pytest.raises(ValueError, match="padding_fractions"):
+        Config(padding_fractions=(0.0, 1.0))
+    with pytest.raises(ValueError, match="padding_fractions"):
+        Config(padding_fractions=(-0.1,))
+    with pytest.raises(ValueError, match="batch_size"):
+        Config(batch_size=0)
+    with pytest.raises(ValueError, match="real tokens"):
+        Config(batch_size=4, seq_len=2, padding_fractions=(0.9,))
+    with pytest.raises(ValueError, match="seeds"):
+        Config(seeds=())
