@@ -1,6 +1,6 @@
 """accuracy_vs_batch_size in quick mode: BatchNorm collapses at B = 2, LayerNorm does not.
 
-Also checks the shared training loop (``normlab.experiments._training``): it
+Also checks the shared training loop (``normlab.experiments.training``): it
 trains the MLP to a sensible accuracy, is deterministic, and keeps the samples
 budget equal across batch sizes.
 """
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from normlab.experiments import _training, accuracy_vs_batch_size
-from normlab.experiments._training import TrainingSetup
+from normlab.experiments import accuracy_vs_batch_size, training
 from normlab.experiments.accuracy_vs_batch_size import Config
+from normlab.experiments.training import TrainingSetup
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_equal_samples_seen_more_steps_for_small_batches(results):
     batch_sizes = np.asarray(results["batch_sizes"])
     samples = np.asarray(results["samples_seen"])
     epochs = results["config"]["training"]["epochs"]
-    training_set_size = len(_training.digits().x_train)
+    training_set_size = len(training.digits().x_train)
     assert np.all(samples > epochs * (training_set_size - batch_sizes))  # only partial batches lost
     assert np.all(samples <= epochs * training_set_size)
     assert results["steps"][0] > results["steps"][-1]
@@ -60,8 +60,8 @@ def test_learning_rate_follows_the_linear_rule(results):
 
 
 def test_training_loop_is_deterministic_and_batch_free_norms_ignore_the_mode():
-    first = _training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
-    second = _training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
+    first = training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
+    second = training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
     assert first == second
     assert first["test_accuracy_train_mode"] == first["test_accuracy_eval"]
 

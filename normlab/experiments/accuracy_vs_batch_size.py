@@ -63,9 +63,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from normlab import nn, plotting
-from normlab.experiments import _training
-from normlab.experiments._training import TrainingSetup
+from normlab.experiments import training
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.training import TrainingSetup
 
 NAME = "accuracy_vs_batch_size"
 
@@ -125,7 +125,7 @@ class Config(ExperimentConfig):
                 "BatchNorm cannot train with batch size 1 (one sample has no batch variance); "
                 f"use batch sizes ≥ 2, got {self.batch_sizes}"
             )
-        training_set_size = len(_training.digits().x_train)
+        training_set_size = len(training.digits().x_train)
         if max(self.batch_sizes) > training_set_size:
             raise ValueError(
                 f"batch sizes must be ≤ the {training_set_size} training images, "
@@ -142,7 +142,7 @@ class Config(ExperimentConfig):
 
 def train_one(run: dict) -> dict:
     """One training run: the norm, batch size and seed of ``run``, trained by its setup."""
-    return _training.train_mlp(**run)
+    return training.train_mlp(**run)
 
 
 def run(config: Config, options: SweepOptions | None = None) -> dict:

@@ -66,9 +66,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from normlab import layers, plotting
-from normlab.experiments import _training
-from normlab.experiments._training import TrainingSetup
+from normlab.experiments import training
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.training import TrainingSetup
 
 NAME = "train_eval_gap"
 
@@ -126,7 +126,7 @@ class Config(ExperimentConfig):
                 "BatchNorm cannot train with batch size 1 (one sample has no batch variance); "
                 f"use batch sizes ≥ 2, got {self.batch_sizes}"
             )
-        training_set_size = len(_training.digits().x_train)
+        training_set_size = len(training.digits().x_train)
         if max(self.batch_sizes) > training_set_size:
             raise ValueError(
                 f"batch sizes must be ≤ the {training_set_size} training images, "
@@ -167,7 +167,7 @@ def recompute_population_statistics(model, x_train: np.ndarray) -> None:
     average) and runs ``x_train`` through the model in train mode as one batch,
     with no weight update; then restores each layer's momentum and sets eval mode.
     """
-    norms = _training.batchnorm_layers(model)
+    norms = training.batchnorm_layers(model)
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.reset_running_stats()
@@ -205,12 +205,12 @@ def measure_one(run: dict) -> dict:
     """Train one BatchNorm network and test it in every way the figure shows.
 
     All randomness comes from ``run["seed"]``: training inside
-    :func:`~normlab.experiments._training.train_mlp`, the random test batches
+    :func:`~normlab.experiments.training.train_mlp`, the random test batches
     here from a generator seeded with ``(seed, 1)``.
     """
     training_arguments = {key: value for key, value in run.items() if key != "test_batch_sizes"}
-    numbers, model = _training.train_mlp(**training_arguments, return_model=True)
-    split = _training.digits()
+    numbers, model = training.train_mlp(**training_arguments, return_model=True)
+    split = training.digits()
     x_test, y_test = split.x_test, split.y_test
     rng = np.random.default_rng([run["seed"], 1])
 
@@ -219,7 +219,7 @@ def measure_one(run: dict) -> dict:
 
     # Train mode against the size of the test batches (None where it cannot run).
     by_test_batch = [
-        accuracy(_training.train_mode_predictions(model, x_test, size, rng)) if size > 1 else None
+        accuracy(training.train_mode_predictions(model, x_test, size, rng)) if size > 1 else None
         for size in run["test_batch_sizes"]
     ]
 
@@ -229,7 +229,7 @@ def measure_one(run: dict) -> dict:
     single_logits = np.concatenate([model(x_test[i : i + 1]) for i in range(len(x_test))])
 
     # Precise BN; keep the running averages it replaces to measure how far off they were.
-    norms = _training.batchnorm_layers(model)
+    norms = training.batchnorm_layers(model)
     first_norm = norms[0]
     old_stats = [(layer.running_mean.copy(), layer.running_var.copy()) for layer in norms]
     recompute_population_statistics(model, split.x_train)
@@ -247,7 +247,7 @@ def measure_one(run: dict) -> dict:
     return {
         "eval_accuracy": numbers["test_accuracy_eval"],
         "train_mode_accuracy": numbers["test_accuracy_train_mode"],
-        "precise_bn_accuracy": accuracy(_training.predict(model, x_test)),
+        "precise_bn_accuracy": accuracy(training.predict(model, x_test)),
         "train_accuracy_eval": numbers["train_accuracy_eval"],
         "train_mode_accuracy_by_test_batch_size": by_test_batch,
         "batch_of_one_eval_accuracy": accuracy(np.argmax(single_logits, axis=1)),

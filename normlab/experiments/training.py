@@ -4,7 +4,7 @@ One function, :func:`train_mlp`, trains an :class:`normlab.nn.MLP` on
 :func:`normlab.data.load_digits_split` with a given normalization, batch size,
 seed, optimizer, learning-rate rule and number of epochs, and evaluates it::
 
-    >>> from normlab.experiments._training import train_mlp
+    >>> from normlab.experiments.training import train_mlp
     >>> numbers = train_mlp(norm="batch", batch_size=32, seed=0, epochs=2)
     >>> sorted(numbers)[:3]
     ['diverged', 'final_train_loss', 'learning_rate']
