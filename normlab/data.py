@@ -22,6 +22,7 @@ import numpy as np
 __all__ = [
     "DigitsSplit",
     "SequenceTask",
+    "as_generator",
     "iterate_minibatches",
     "load_digits_split",
     "make_sequence_task",
@@ -31,7 +32,12 @@ __all__ = [
 _CONSTANT_FEATURE_STD = 1e-8
 
 
-def _as_generator(rng, who: str) -> np.random.Generator:
+def as_generator(rng, who: str) -> np.random.Generator:
+    """The explicit source of randomness: a Generator, or an int seed turned into one.
+
+    There is no hidden global seed: every function that draws random numbers
+    takes ``rng``, and ``who`` names it in the error for anything else.
+    """
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
@@ -167,7 +173,7 @@ def iterate_minibatches(
             "would give no batch at all; use a smaller batch or drop_last=False."
         )
     if shuffle:
-        order = _as_generator(rng, "iterate_minibatches").permutation(n)
+        order = as_generator(rng, "iterate_minibatches").permutation(n)
     else:
         order = np.arange(n)
     stop = n - n % batch_size if drop_last else n
@@ -274,7 +280,7 @@ def make_sequence_task(
     low_scale, high_scale = scale_range
     if not 0 < low_scale <= high_scale:
         raise ValueError(f"{who}: scale_range must satisfy 0 < low <= high, got {scale_range}.")
-    rng = _as_generator(rng, who)
+    rng = as_generator(rng, who)
 
     # Draws in a fixed order, each of a shape independent of pad_to.
     lengths = rng.integers(min_len, max_len, endpoint=True, size=num_sequences)  # (N,)

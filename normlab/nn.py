@@ -46,6 +46,9 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from normlab import layers
+from normlab.data import as_generator as _as_generator
+
 __all__ = [
     "MLP",
     "NORM_KINDS",
@@ -76,18 +79,6 @@ _CENTERING_NORMS = ("batch", "layer", "group")
 # ---------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------
-
-
-def _as_generator(rng, who: str) -> np.random.Generator:
-    """The explicit source of randomness: a Generator, or an int seed turned into one."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{who}: rng must be a np.random.Generator or an int seed, got {rng!r}; "
-        "pass e.g. rng=np.random.default_rng(0) (there is no hidden global seed)."
-    )
 
 
 def _float_dtype(dtype, who: str) -> np.dtype:
@@ -549,8 +540,6 @@ def make_norm(kind: str, num_features: int, **kwargs):
         return Identity()
     if kind not in NORM_KINDS:
         raise ValueError(f"make_norm: kind must be one of {NORM_KINDS}, got {kind!r}.")
-    from normlab import layers  # here, so that this module imports without the layers
-
     if kind == "batch":
         return layers.BatchNorm(num_features, **kwargs)
     if kind == "layer":

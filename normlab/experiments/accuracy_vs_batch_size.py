@@ -120,17 +120,9 @@ class Config(ExperimentConfig):
         unknown = [norm for norm in self.norms if norm not in nn.NORM_KINDS]
         if unknown:
             raise ValueError(f"unknown norms {unknown}; choose from {nn.NORM_KINDS}")
-        if "batch" in self.norms and min(self.batch_sizes) < 2:
-            raise ValueError(
-                "BatchNorm cannot train with batch size 1 (one sample has no batch variance); "
-                f"use batch sizes ≥ 2, got {self.batch_sizes}"
-            )
-        training_set_size = len(training.digits().x_train)
-        if max(self.batch_sizes) > training_set_size:
-            raise ValueError(
-                f"batch sizes must be ≤ the {training_set_size} training images, "
-                f"got {max(self.batch_sizes)}"
-            )
+        training.check_training_batch_sizes(
+            self.batch_sizes, trains_batchnorm="batch" in self.norms
+        )
         if not isinstance(self.training, TrainingSetup):
             raise ValueError(f"training must be a TrainingSetup, got {self.training!r}")
 

@@ -121,17 +121,7 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
-        if min(self.batch_sizes) < 2:
-            raise ValueError(
-                "BatchNorm cannot train with batch size 1 (one sample has no batch variance); "
-                f"use batch sizes ≥ 2, got {self.batch_sizes}"
-            )
-        training_set_size = len(training.digits().x_train)
-        if max(self.batch_sizes) > training_set_size:
-            raise ValueError(
-                f"batch sizes must be ≤ the {training_set_size} training images, "
-                f"got {max(self.batch_sizes)}"
-            )
+        training.check_training_batch_sizes(self.batch_sizes, trains_batchnorm=True)
         if not self.test_batch_sizes or not all(
             isinstance(size, int) and 1 <= size <= TEST_SET_SIZE for size in self.test_batch_sizes
         ):

@@ -130,6 +130,24 @@ def digits() -> data.DigitsSplit:
     return data.load_digits_split()
 
 
+def check_training_batch_sizes(batch_sizes, *, trains_batchnorm: bool) -> None:
+    """Raise ValueError (one line) for batch sizes the digits MLP cannot train with.
+
+    BatchNorm needs two samples per batch for a variance, and no batch can be
+    larger than the training split (the last partial batch is dropped).
+    """
+    if trains_batchnorm and min(batch_sizes) < 2:
+        raise ValueError(
+            "BatchNorm cannot train with batch size 1 (one sample has no batch variance); "
+            f"use batch sizes ≥ 2, got {tuple(batch_sizes)}"
+        )
+    training_set_size = len(digits().x_train)
+    if max(batch_sizes) > training_set_size:
+        raise ValueError(
+            f"batch sizes must be ≤ the {training_set_size} training images, got {max(batch_sizes)}"
+        )
+
+
 def learning_rate(rule: str, base_lr: float, batch_size: int, reference_batch_size: int) -> float:
     """The learning rate at ``batch_size`` under ``rule`` (see the module docstring).
 
