@@ -1,20 +1,32 @@
-"""The README's usage example runs as written and prints what its comments say."""
+"""The README: its usage examples run as written, and every number it quotes is a computed one.
+
+The figure sections quote headline numbers of the experiments. Each quoted number is listed
+here with where it comes from (``figures/<name>.json``, written by ``make figures``), so the
+README cannot drift from the results committed beside it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+from normlab import experiments
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FIGURES = ROOT / "figures"
 
 
 def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_readme_usage_example_runs_and_prints_what_its_comments_say():
+def test_readme_python_examples_run_and_print_what_their_comments_say():
     blocks = python_blocks(README.read_text(encoding="utf-8"))
     assert blocks, "the README has no python example"
     for block in blocks:
@@ -28,3 +40,187 @@ def test_readme_usage_example_runs_and_prints_what_its_comments_say():
             if line.startswith("print(") and "#" in line
         ]
         assert printed.getvalue().splitlines() == expected
+
+
+def headline(name: str) -> dict:
+    return json.loads((FIGURES / f"{name}.json").read_text(encoding="utf-8"))["headline"]
+
+
+def at(path: str):
+    """A getter for a slash-separated path into a headline dict ("momentum_0.1/final_...")."""
+
+    def get(values: dict):
+        for key in path.split("/"):
+            values = values[key]
+        return values
+
+    return get
+
+
+def largest_drop_of_batch_free_norms(values: dict) -> float:
+    per_method = values["per_method"]
+    drops = [
+        per_method[m]["drop_from_best_to_smallest_batch_points"] for m in ("layer", "rms", "group")
+    ]
+    return max(drops)
+
+
+def zero_means(text: str):
+    """Render ``text`` if the value is exactly 0, else something the README does not contain."""
+    return lambda value: text if value == 0 else f"<{value} is not 0>"
+
+
+#: (experiment, getter of the headline value, how the README writes it)
+QUOTED = [
+    ("norm_axes", at("rms_max_abs_group_mean_of_output"), "mean of up to {:.2f}".format),
+    ("batch_stat_noise", at("gaussian/mean_ratio_to_theory_average"), "{:.3f} for Gaussian".format),
+    ("batch_stat_noise", at("digits_relu/mean_ratio_to_theory_average"), "{:.3f} for\nreal".format),
+    ("batch_stat_noise", at("digits_relu/mean_kurtosis"), "kurtosis {:.1f}".format),
+    (
+        "batch_stat_noise",
+        at("digits_relu/var_ratio_to_gaussian_theory_at_largest_B"),
+        "\n{:.2f}×".format,
+    ),
+    ("batch_coupling", at("x0_at_percentile_50/batch_norm_spread_at_B2"), "by\n{:.2f} (std".format),
+    (
+        "batch_coupling",
+        at("x0_at_percentile_50/batch_norm_spread_at_B256"),
+        "and {:.2g} at B = 256".format,
+    ),
+    (
+        "batch_coupling",
+        at("layer_max_abs_change_over_all_draws"),
+        zero_means("change by\nexactly 0"),
+    ),
+    (
+        "batch_coupling",
+        at("jacobian_batch_train_max_off_diagonal_block_norm"),
+        "up to {:.2f} in".format,
+    ),
+    (
+        "batch_coupling",
+        at("jacobian_batch_eval_max_off_diagonal_block_norm"),
+        zero_means("exactly 0 in eval"),
+    ),
+    (
+        "accuracy_vs_batch_size",
+        at("per_method/batch/median_test_accuracy_percent_at_smallest_batch"),
+        "BatchNorm reaches {:.1f} % at B = 2".format,
+    ),
+    (
+        "accuracy_vs_batch_size",
+        at("per_method/batch/best_median_test_accuracy_percent"),
+        "({:.1f} % at".format,
+    ),
+    (
+        "accuracy_vs_batch_size",
+        at("batch_within_1_point_of_layer_from_batch_size"),
+        "from B = {} on".format,
+    ),
+    ("accuracy_vs_batch_size", largest_drop_of_batch_free_norms, "at most\n{:.1f} points".format),
+    ("train_eval_gap", at("eval_minus_train_mode_points/2"), "costs {:.1f} points at B = 2".format),
+    ("train_eval_gap", at("eval_minus_train_mode_points/128"), zero_means("nothing at B = 128")),
+    ("train_eval_gap", at("precise_bn_minus_eval_points/2"), "adds {:.1f} points at B = 2".format),
+    (
+        "train_eval_gap",
+        lambda values: max(
+            v for b, v in values["precise_bn_minus_eval_points"].items() if b != "2"
+        ),
+        "at most {:.1f} elsewhere".format,
+    ),
+    ("train_eval_gap", at("batch_of_one_changed_predictions_total"), "({} changed)".format),
+    ("running_stats", at("momentum_0.01/final_std_of_running_mean_in_sigma"), "is {:.3f}σ,".format),
+    ("running_stats", at("momentum_0.1/final_std_of_running_mean_in_sigma"), " {:.3f}σ and".format),
+    ("running_stats", at("momentum_0.5/final_std_of_running_mean_in_sigma"), " {:.3f}σ for".format),
+    (
+        "running_stats",
+        at("momentum_0.01/theory_std_of_running_mean_in_sigma"),
+        "(theory {:.3f}σ,".format,
+    ),
+    ("running_stats", at("momentum_0.1/theory_std_of_running_mean_in_sigma"), " {:.3f}σ, ".format),
+    ("running_stats", at("momentum_0.5/theory_std_of_running_mean_in_sigma"), " {:.3f}σ)".format),
+    (
+        "running_stats",
+        at("momentum_None/final_std_of_running_mean_in_sigma"),
+        "and {:.3f}σ for the".format,
+    ),
+    ("running_stats", at("cumulative_unbiased_running_var_over_true_var"), "to {:.3f} of".format),
+    ("running_stats", at("cumulative_biased_alternative_over_true_var"), "give {:.3f}.".format),
+    (
+        "padding_stats",
+        at("unmasked_mean_error_at_largest_fraction_median"),
+        "by {:.2f} feature".format,
+    ),
+    ("padding_stats", at("masked_var_error_worst"), "(at most {:.1e})".format),
+    ("padding_stats", at("layer_pad_values_max_abs_diff"), zero_means("(difference 0.0)")),
+    ("padding_stats", at("rms_pad_values_max_abs_diff"), zero_means("(difference 0.0)")),
+    ("causal_leak", at("heatmap_batchnorm_future_max_block_norm"), "(up to {:.3f}".format),
+    (
+        "causal_leak",
+        at("heatmap_batchnorm_diagonal_mean_block_norm"),
+        "against {:.2f} on it)".format,
+    ),
+    ("causal_leak", at("batchnorm_future_total_slope_vs_seq_len"), "T^{:.2f}".format),
+    (
+        "causal_leak",
+        lambda values: -values["batchnorm_future_total_slope_vs_batch_size"],
+        "N^−{:.2f}".format,
+    ),
+    (
+        "causal_leak",
+        at("off_diagonal_max_layer_rms_batch_eval_all_runs"),
+        zero_means("have exactly 0 there"),
+    ),
+    (
+        "length_generalization",
+        lambda values: values["causal_largest_median_accuracy_drop_shortest_to_longest"] <= 0,
+        lambda no_drop: "(no median drops" if no_drop else "<a median drops>",
+    ),
+    (
+        "length_generalization",
+        at("causal_batch_running_stats_std_ratio_median"),
+        "std {:.2f},".format,
+    ),
+    ("length_generalization", at("causal_unmasked_std_ratio_theory"), "theory {:.2f})".format),
+    (
+        "rms_vs_layernorm",
+        at("cells_matching_paper"),
+        lambda cells: "All 18 cells" if cells == "18/18" else cells,
+    ),
+    ("rms_vs_layernorm", at("rms_vs_layer_zero_mean_worst"), "({:.1e} apart".format),
+    ("rms_vs_layernorm", at("rms_vs_layer_at_ratio_1_median"), "differs by {:.3f}".format),
+    ("rms_vs_layernorm", at("rms_reductions"), "counts {} reductions for RMSNorm".format),
+    ("rms_vs_layernorm", at("layer_reductions"), "against {} for LayerNorm".format),
+    (
+        "variance_numerics",
+        at("first_ratio_where_one_pass_float32_error_exceeds_1_percent"),
+        "ratio of {:g} and".format,
+    ),
+    (
+        "variance_numerics",
+        at("one_pass_float32_median_error_at_largest_ratio"),
+        "factor of {:.0f} at".format,
+    ),
+    ("variance_numerics", at("two_pass_float32_worst_median_error"), "within {:.1e}".format),
+]
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_every_figure_is_committed_and_shown_in_the_readme(name):
+    for suffix in (".png", ".svg", ".json"):
+        assert (FIGURES / f"{name}{suffix}").is_file(), (
+            f"run `make figures`: no figures/{name}{suffix}"
+        )
+    assert f"(figures/{name}.png)" in README.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "value_of", "rendered"),
+    QUOTED,
+    ids=[f"{name}-{i}" for i, (name, _, _) in enumerate(QUOTED)],
+)
+def test_readme_quotes_the_committed_results(name, value_of, rendered):
+    text = README.read_text(encoding="utf-8")
+    quoted = rendered(value_of(headline(name)))
+    # Line breaks in the README are free: compare with runs of white space folded.
+    assert " ".join(quoted.split()) in " ".join(text.split()), f"README should say: {quoted!r}"
