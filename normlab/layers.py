@@ -188,22 +188,20 @@ class Norm:
             bias = bias.astype(x.dtype, copy=False)
         x_view, mask_view, weight, bias = self._grouped(x, mask_b, weight, bias)
         reduce_axes = self._reduce_axes(x_view.ndim)
-        # inf - inf = NaN is "what the math gives"; BatchNorm warns once, in its own words.
-        with np.errstate(invalid="ignore"):
-            mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
-            y, cache = F.normalize(
-                x_view,
-                mean,
-                var,
-                self._eps_for(x.dtype),
-                weight,
-                bias,
-                reduce_axes=reduce_axes,
-                center=self.center,
-                batch_statistics=batch_statistics,
-                mask=mask_view,
-                count=count,
-            )
+        mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
+        y, cache = F.normalize(
+            x_view,
+            mean,
+            var,
+            self._eps_for(x.dtype),
+            weight,
+            bias,
+            reduce_axes=reduce_axes,
+            center=self.center,
+            batch_statistics=batch_statistics,
+            mask=mask_view,
+            count=count,
+        )
         self._cache, self._input_shape = cache, x.shape
         return y.reshape(x.shape)
 
@@ -364,6 +362,13 @@ class BatchNorm(Norm):
                 f"BatchNorm expected the last dimension to be num_features={self.num_features}, "
                 f"got {x.shape[-1]} (input shape {x.shape}).{hint}"
             )
+
+    def forward(self, x, mask=None) -> np.ndarray:
+        # A batch with inf gives NaN statistics (inf - inf): "what the math gives". The
+        # running statistics then stay as they were, and one RuntimeWarning says so in
+        # normlab's words instead of numpy's "invalid value" warnings.
+        with np.errstate(invalid="ignore"):
+            return super().forward(x, mask)
 
     def _check_batch(self, x: np.ndarray, mask: np.ndarray | None) -> None:
         if not self.uses_batch_statistics:
