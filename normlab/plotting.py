@@ -40,6 +40,7 @@ __all__ = [
     "RC_PARAMS",
     "REFERENCE_COLOR",
     "MethodStyle",
+    "annotate",
     "method_label",
     "method_style",
     "plot_spread",
@@ -256,6 +257,31 @@ def reference_line(ax: Axes, x, y, *, label: str | None = None, **line_kwargs):
     kwargs.update(line_kwargs)
     (line,) = ax.plot(x, y, label=label, **kwargs)
     return line
+
+
+def annotate(
+    ax: Axes,
+    text: str,
+    xy,
+    *,
+    above: float = 6,
+    ha: str = "left",
+    color: str = REFERENCE_COLOR,
+    fontsize: float = 12,
+):
+    """Write ``text`` next to the data point ``xy``, ``above`` points higher (negative: below).
+
+    For labelling a guide line (an epsilon, a floor, a theory value) at one of its ends.
+    """
+    return ax.annotate(
+        text,
+        xy=xy,
+        xytext=(0, above),
+        textcoords="offset points",
+        ha=ha,
+        color=color,
+        fontsize=fontsize,
+    )
 
 
 def save_figure(

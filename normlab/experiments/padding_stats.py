@@ -374,15 +374,7 @@ def plot(results: dict) -> Figure:
             zorder=3,
         )
         ax.axhline(eps32, color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=1.4)
-        ax.annotate(
-            "float32 ε",
-            xy=(fractions[-1], eps32),
-            xytext=(0, -16),
-            textcoords="offset points",
-            ha="right",
-            color=plotting.REFERENCE_COLOR,
-            fontsize=12,
-        )
+        plotting.annotate(ax, "float32 ε", (fractions[-1], eps32), above=-16, ha="right")
         ax.set_yscale("log")
         ax.set_ylim(ERROR_FLOOR / 3, 30)
         ax.set_xlabel("padding fraction p")
@@ -413,22 +405,13 @@ def plot(results: dict) -> Figure:
         ax.plot([], [], color=plotting.REFERENCE_COLOR, linestyle=linestyle, label=label)
     output_scale = float(np.max([results["token_norms"][k]["output_scale"] for k in TOKEN_NORMS]))
     plotting.reference_line(ax, fractions, np.full(len(fractions), eps32 * output_scale))
-    ax.annotate(
-        "float32 ε · max |y|",
-        xy=(fractions[0], eps32 * output_scale),
-        xytext=(0, 5),
-        textcoords="offset points",
-        color=plotting.REFERENCE_COLOR,
-        fontsize=12,
-    )
-    ax.annotate(
+    plotting.annotate(ax, "float32 ε · max |y|", (fractions[0], eps32 * output_scale), above=5)
+    plotting.annotate(
+        ax,
         f"exactly 0: drawn at {ERROR_FLOOR:.0e}",
-        xy=(fractions[-1], ERROR_FLOOR),
-        xytext=(0, 8),
-        textcoords="offset points",
+        (fractions[-1], ERROR_FLOOR),
+        above=8,
         ha="right",
-        color=plotting.REFERENCE_COLOR,
-        fontsize=12,
     )
     ax.set_yscale("log")
     ax.set_ylim(ERROR_FLOOR / 3, 30)

@@ -644,24 +644,19 @@ def _draw_ratio(ax, comparison: dict, config: dict) -> None:
     zero_mean = float(np.max(comparison["zero_mean"]))
     default_gap = float(np.max(comparison["zero_mean_default_eps"]))
     ax.axhline(zero_mean, color=look["color"], linestyle=":", linewidth=1.6)
-    ax.annotate(
+    plotting.annotate(
+        ax,
         f"zero-mean rows (r = 0), same eps: {zero_mean:.1e}",
-        xy=(ratios[-1], zero_mean),
-        xytext=(0, 6),
-        textcoords="offset points",
+        (ratios[-1], zero_mean),
         ha="right",
-        fontsize=12,
         color=look["color"],
     )
     ax.axhline(default_gap, color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=1.6)
-    ax.annotate(
+    plotting.annotate(
+        ax,
         f"r = 0 with each layer's default eps: {default_gap:.1e}",
-        xy=(ratios[-1], default_gap),
-        xytext=(0, 6),
-        textcoords="offset points",
+        (ratios[-1], default_gap),
         ha="right",
-        fontsize=12,
-        color=plotting.REFERENCE_COLOR,
     )
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -201,14 +201,7 @@ def plot(results: dict) -> Figure:
     ):
         plotting.reference_line(ax, dense, results[eps_key] * dense**2, label=label)
     ax.axhline(1.0, color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=1.6)
-    ax.annotate(
-        "100 % error: no digit right",
-        xy=(ratios[0], 1.0),
-        xytext=(0, 6),
-        textcoords="offset points",
-        color=plotting.REFERENCE_COLOR,
-        fontsize=12,
-    )
+    plotting.annotate(ax, "100 % error: no digit right", (ratios[0], 1.0))
 
     ax.set_xscale("log")
     ax.set_yscale("log")
