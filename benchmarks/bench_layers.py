@@ -152,13 +152,8 @@ class Case:
         return self.shape[-1]
 
     def normlab_layer(self):
-        if self.layer == "BatchNorm":
-            return nl.BatchNorm(self.channels)
-        if self.layer == "LayerNorm":
-            return nl.LayerNorm(self.channels)
-        if self.layer == "RMSNorm":
-            return nl.RMSNorm(self.channels, eps=EPS)
-        return nl.GroupNorm(NUM_GROUPS, self.channels)
+        kind = {"BatchNorm": "batch", "LayerNorm": "layer", "RMSNorm": "rms", "GroupNorm": "group"}
+        return nl.make_norm(kind[self.layer], self.channels, eps=EPS, num_groups=NUM_GROUPS)
 
     def naive_layer(self):
         ndim = len(self.shape)

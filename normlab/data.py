@@ -19,10 +19,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from normlab.module import as_generator
+
 __all__ = [
     "DigitsSplit",
     "SequenceTask",
-    "as_generator",
     "iterate_minibatches",
     "load_digits_split",
     "make_sequence_task",
@@ -30,22 +31,6 @@ __all__ = [
 
 #: a feature whose train standard deviation is below this is constant (digit borders)
 _CONSTANT_FEATURE_STD = 1e-8
-
-
-def as_generator(rng, who: str) -> np.random.Generator:
-    """The explicit source of randomness: a Generator, or an int seed turned into one.
-
-    There is no hidden global seed: every function that draws random numbers
-    takes ``rng``, and ``who`` names it in the error for anything else.
-    """
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise TypeError(
-        f"{who}: rng must be a np.random.Generator or an int seed, got {rng!r}; "
-        "pass e.g. rng=np.random.default_rng(0)."
-    )
 
 
 def _check_int(value, what: str, who: str, minimum: int) -> int:

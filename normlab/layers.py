@@ -19,36 +19,39 @@ Every layer has the same interface::
 
 from __future__ import annotations
 
+import inspect
+import math
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 
 from normlab import functional as F
-
-__all__ = ["BatchNorm", "GroupNorm", "LayerNorm", "Norm", "RMSNorm"]
-
-_CHANNELS_FIRST_HINT = (
-    " normlab is features-last; for channels-first data (N, C, ...) as in PyTorch, "
-    "pass np.moveaxis(x, 1, -1)."
+from normlab.module import (
+    CHANNELS_FIRST_HINT,
+    Identity,
+    Module,
+    as_float_array,
+    check_eps,
+    check_mask,
+    check_positive_int,
 )
 
-
-# ---------------------------------------------------------------------------
-# Argument checks (each raises before any state is touched)
-# ---------------------------------------------------------------------------
-
-
-def _check_eps(eps, layer_name: str) -> float:
-    if not isinstance(eps, Real) or isinstance(eps, bool) or not eps > 0:
-        raise ValueError(f"{layer_name}: eps must be a number > 0, got {eps!r}.")
-    return float(eps)
-
-
-def _check_positive_int(value, what: str, layer_name: str) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{layer_name}: {what} must be a positive integer, got {value!r}.")
-    return int(value)
+__all__ = [
+    "NORM_KINDS",
+    "BatchNorm",
+    "GroupNorm",
+    "InstanceNorm",
+    "LayerNorm",
+    "Norm",
+    "NormKind",
+    "RMSNorm",
+    "default_num_groups",
+    "make_norm",
+    "norm_centers",
+]
 
 
 def _as_shape(normalized_shape, layer_name: str) -> tuple[int, ...]:
@@ -58,34 +61,8 @@ def _as_shape(normalized_shape, layer_name: str) -> tuple[int, ...]:
     if not shape:
         raise ValueError(f"{layer_name}: normalized_shape must not be empty.")
     for size in shape:
-        _check_positive_int(size, f"every normalized_shape entry (got {shape})", layer_name)
+        check_positive_int(size, f"every normalized_shape entry (got {shape})", layer_name)
     return tuple(int(size) for size in shape)
-
-
-def _as_float_array(x, layer_name: str, what: str = "input") -> np.ndarray:
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise TypeError(
-            f"{layer_name} expects a floating-point {what}, got dtype {x.dtype}; "
-            f"convert it first, e.g. {what.split()[0]}.astype(np.float32)."
-        )
-    return x
-
-
-def _check_mask(mask, x_shape: tuple[int, ...], layer_name: str) -> np.ndarray | None:
-    if mask is None:
-        return None
-    mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise ValueError(
-            f"{layer_name}: mask must be a boolean array (True = real token), got dtype "
-            f"{mask.dtype}; use mask.astype(bool)."
-        )
-    if mask.shape != x_shape[:-1]:
-        raise ValueError(
-            f"{layer_name}: mask must have shape x.shape[:-1] = {x_shape[:-1]}, got {mask.shape}."
-        )
-    return mask
 
 
 # ---------------------------------------------------------------------------
@@ -93,8 +70,8 @@ def _check_mask(mask, x_shape: tuple[int, ...], layer_name: str) -> np.ndarray |
 # ---------------------------------------------------------------------------
 
 
-class Norm:
-    """Base class: one forward, one backward, parametrized by the subclass.
+class Norm(Module):
+    """Base class of the normalization layers: one forward, one backward, parametrized.
 
     A subclass sets :attr:`center` and implements :meth:`_check_input`,
     :meth:`_reduce_axes` and, where the data must be viewed differently
@@ -107,7 +84,8 @@ class Norm:
         Learned parameters: ``"weight"`` (γ) and ``"bias"`` (β) when enabled.
     grads : dict of str -> ndarray
         Gradients with the same keys and shapes, overwritten by each
-        :meth:`backward` (not accumulated as in PyTorch).
+        :meth:`backward` (not accumulated as in PyTorch); empty before the first
+        backward, as PyTorch's ``.grad`` is None then.
     training : bool
         The mode, True after construction; set by :meth:`train` / :meth:`eval`.
     """
@@ -116,30 +94,16 @@ class Norm:
     center = True
 
     def __init__(self, param_shape, eps, weight: bool, bias: bool, dtype) -> None:
+        super().__init__()
         self.eps = eps
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"{type(self).__name__}: dtype must be floating, got {self.dtype}.")
-        self.params: dict[str, np.ndarray] = {}
         if weight:
-            self.params["weight"] = np.ones(param_shape, dtype=self.dtype)
+            self.add_param("weight", np.ones(param_shape, dtype=self.dtype))
         if bias:
-            self.params["bias"] = np.zeros(param_shape, dtype=self.dtype)
-        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
-        self.training = True
-        self._cache: F.NormCache | None = None
+            self.add_param("bias", np.zeros(param_shape, dtype=self.dtype))
         self._input_shape: tuple[int, ...] | None = None
-
-    # -- mode ---------------------------------------------------------------
-
-    def train(self, mode: bool = True):
-        """Set training mode (``mode=True``) or inference mode; returns the layer."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self):
-        """Set inference mode; returns the layer. Same as ``train(False)``."""
-        return self.train(False)
 
     # -- what subclasses declare -------------------------------------------
 
@@ -166,27 +130,25 @@ class Norm:
 
     # -- forward and backward ----------------------------------------------
 
-    def __call__(self, x, mask=None) -> np.ndarray:
-        return self.forward(x, mask=mask)
-
     def forward(self, x, mask=None) -> np.ndarray:
         """Normalize ``x`` (features-last); ``mask`` (shape ``x.shape[:-1]``) marks real tokens.
 
         Returns an array of the same shape and dtype; masked positions are 0.
         """
         name = type(self).__name__
-        x = _as_float_array(x, name)
+        x = as_float_array(x, name)
+        self.check_params()
         self._check_input(x)
-        mask = _check_mask(mask, x.shape, name)
+        mask = check_mask(mask, x.shape, name)
         self._check_batch(x, mask)
-        mask_b = None if mask is None else mask[..., None]  # broadcasts over features
+        feature_mask = None if mask is None else mask[..., None]  # broadcasts over features
         weight = self.params.get("weight")
         bias = self.params.get("bias")
         if weight is not None:
             weight = weight.astype(x.dtype, copy=False)
         if bias is not None:
             bias = bias.astype(x.dtype, copy=False)
-        x_view, mask_view, weight, bias = self._grouped(x, mask_b, weight, bias)
+        x_view, mask_view, weight, bias = self._grouped(x, feature_mask, weight, bias)
         reduce_axes = self._reduce_axes(x_view.ndim)
         mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
         y, cache = F.normalize(
@@ -212,24 +174,18 @@ class Norm:
         the batch statistics; BatchNorm in eval mode is an affine map.
         """
         name = type(self).__name__
-        if self._cache is None:
-            raise RuntimeError(f"{name}.backward was called before any forward call.")
-        dy = _as_float_array(dy, name, what="dy (upstream gradient)")
+        cache = self.require_cache()
+        dy = as_float_array(dy, name, what="dy (upstream gradient)")
         if dy.shape != self._input_shape:
             raise ValueError(
                 f"{name}.backward: dy must have the shape of the last forward's output "
                 f"{self._input_shape}, got {dy.shape}."
             )
-        cache = self._cache
         dx, dweight, dbias = F.normalize_backward(dy.reshape(cache.xhat.shape), cache)
         if dweight is not None:
-            self.grads["weight"] = dweight.reshape(self.params["weight"].shape).astype(
-                self.dtype, copy=False
-            )
+            self.set_grad("weight", dweight)
         if dbias is not None:
-            self.grads["bias"] = dbias.reshape(self.params["bias"].shape).astype(
-                self.dtype, copy=False
-            )
+            self.set_grad("bias", dbias)
         return dx.reshape(self._input_shape)
 
 
@@ -267,18 +223,27 @@ class BatchNorm(Norm):
     affine : bool, default True
         Learn γ (``weight``, ones) and β (``bias``, zeros) of shape (C,).
     track_running_stats : bool, default True
-        Keep running averages for eval mode; when False, batch statistics are
-        used in both modes and ``running_mean``/``running_var`` are None.
+        Create running averages for eval mode. When False at construction,
+        ``running_mean``/``running_var`` are None and batch statistics are used
+        in both modes.
+    bias : bool, default True (keyword-only)
+        Learn β too (only with ``affine``), as ``torch.nn.BatchNorm1d(bias=...)``.
     dtype : floating dtype, default float32
         dtype of the parameters and running statistics.
 
     Attributes
     ----------
-    running_mean : (C,) ndarray, starts at 0; updated with the batch mean.
-    running_var : (C,) ndarray, starts at 1; updated with the *unbiased* batch
-        variance ``var * n / (n - 1)``, while the forward normalizes with the
+    running_mean : (C,) ndarray or None, starts at 0; updated with the batch mean.
+    running_var : (C,) ndarray or None, starts at 1; updated with the *unbiased*
+        batch variance ``var * n / (n - 1)``, while the forward normalizes with the
         biased one, as PyTorch does.
     num_batches_tracked : int, the number of training batches that updated them.
+    track_running_stats : bool
+        Whether training batches update the running averages. As in PyTorch, the
+        *existence* of the running averages decides what eval mode uses: a layer
+        built with them and later set to ``track_running_stats = False`` still
+        normalizes with them in eval mode (frozen statistics) and no longer updates
+        them in training mode.
     params, grads, training : see :class:`Norm`.
 
     Shape
@@ -306,10 +271,11 @@ class BatchNorm(Norm):
         affine: bool = True,
         track_running_stats: bool = True,
         *,
+        bias: bool = True,
         dtype=np.float32,
     ) -> None:
-        self.num_features = _check_positive_int(num_features, "num_features", "BatchNorm")
-        eps = _check_eps(eps, "BatchNorm")
+        self.num_features = check_positive_int(num_features, "num_features", "BatchNorm")
+        eps = check_eps(eps, "BatchNorm")
         if momentum is not None and (
             not isinstance(momentum, Real) or isinstance(momentum, bool) or not 0 <= momentum <= 1
         ):
@@ -318,9 +284,10 @@ class BatchNorm(Norm):
                 f"got {momentum!r}. PyTorch's convention: running = (1 - momentum) * running "
                 "+ momentum * batch, so Keras' momentum=0.99 is momentum=0.01 here."
             )
-        super().__init__((self.num_features,), eps, affine, affine, dtype)
+        super().__init__((self.num_features,), eps, affine, affine and bias, dtype)
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
+        self.bias = bool(bias)
         self.track_running_stats = bool(track_running_stats)
         if self.track_running_stats:
             self.running_mean = np.zeros(self.num_features, dtype=self.dtype)
@@ -330,22 +297,46 @@ class BatchNorm(Norm):
         self.num_batches_tracked = 0
 
     def __repr__(self) -> str:
+        bias = "" if self.bias else ", bias=False"
         return (
             f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats})"
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}{bias})"
         )
 
     @property
+    def has_running_stats(self) -> bool:
+        """True when the layer holds running averages (it was built to track them)."""
+        return self.running_mean is not None
+
+    @property
     def uses_batch_statistics(self) -> bool:
-        """True when the forward normalizes with the statistics of its own input."""
-        return self.training or not self.track_running_stats
+        """True when the forward normalizes with the statistics of its own input.
+
+        Training mode always does; eval mode does only without running averages.
+        """
+        return self.training or not self.has_running_stats
 
     def reset_running_stats(self) -> None:
         """Running mean to 0, running variance to 1, ``num_batches_tracked`` to 0."""
-        if self.track_running_stats:
+        if self.has_running_stats:
             self.running_mean[...] = 0
             self.running_var[...] = 1
         self.num_batches_tracked = 0
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        if not self.has_running_stats:
+            return {}
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "num_batches_tracked": np.array(self.num_batches_tracked, dtype=np.int64),
+        }
+
+    def load_buffer(self, name: str, value: np.ndarray) -> None:
+        if name == "num_batches_tracked":
+            self.num_batches_tracked = int(value)
+        else:
+            getattr(self, name)[...] = value
 
     def _reduce_axes(self, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim - 1))  # (N, T, C) -> (0, 1): one statistic per feature
@@ -357,7 +348,7 @@ class BatchNorm(Norm):
                 "for a single sample use x[None, :]."
             )
         if x.shape[-1] != self.num_features:
-            hint = _CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
+            hint = CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
             raise ValueError(
                 f"BatchNorm expected the last dimension to be num_features={self.num_features}, "
                 f"got {x.shape[-1]} (input shape {x.shape}).{hint}"
@@ -376,7 +367,7 @@ class BatchNorm(Norm):
         values_per_feature = x.size // self.num_features if mask is None else int(mask.sum())
         if values_per_feature <= 1:
             padding = " after masking" if mask is not None else ""
-            if self.track_running_stats:
+            if self.has_running_stats:
                 fix = "call .eval() to normalize with the running statistics"
             else:  # no running statistics to fall back on
                 fix = "build the layer with track_running_stats=True and call .eval()"
@@ -392,7 +383,7 @@ class BatchNorm(Norm):
             running_var = self.running_var.astype(x.dtype, copy=False)
             return running_mean, running_var, None, False
         mean, var, count = F.moments(x, reduce_axes, center=True, mask=mask)
-        if self.training and self.track_running_stats:
+        if self.training and self.track_running_stats and self.has_running_stats:
             values_per_feature = float(np.max(count))  # the same for every feature
             self._update_running_stats(mean.reshape(-1), var.reshape(-1), values_per_feature)
         return mean, var, count, True
@@ -437,7 +428,7 @@ class _TrailingNorm(Norm):
         k = len(self.normalized_shape)
         if x.ndim < k or x.shape[x.ndim - k :] != self.normalized_shape:
             trailing = x.shape[max(x.ndim - k, 0) :]
-            hint = _CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
+            hint = CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
             size = self.normalized_shape[0] if k == 1 else self.normalized_shape
             given = trailing[0] if k == 1 and trailing else trailing
             raise ValueError(
@@ -463,7 +454,9 @@ class LayerNorm(_TrailingNorm):
     ----------
     normalized_shape : int or tuple of int
         The trailing shape to normalize over (D, or e.g. (T, D)).
-    eps : float, default 1e-5
+    eps : float ≥ 0, default 1e-5
+        Added to the variance; 0 is allowed (a constant row then gives NaN, which
+        is what a lesson on eps shows).
     elementwise_affine : bool, default True
         Learn γ (``weight``, ones) and β (``bias``, zeros) of ``normalized_shape``.
     bias : bool, default True
@@ -497,7 +490,7 @@ class LayerNorm(_TrailingNorm):
         *,
         dtype=np.float32,
     ) -> None:
-        eps = _check_eps(eps, "LayerNorm")
+        eps = check_eps(eps, "LayerNorm", allow_zero=True)
         super().__init__(
             normalized_shape, eps, elementwise_affine, elementwise_affine and bias, dtype
         )
@@ -526,7 +519,7 @@ class RMSNorm(_TrailingNorm):
     Parameters
     ----------
     normalized_shape : int or tuple of int
-    eps : float or None, default None
+    eps : float ≥ 0 or None, default None
         None means the machine epsilon of the input's dtype
         (``np.finfo(x.dtype).eps``: 1.19e-7 for float32, 2.22e-16 for float64).
     elementwise_affine : bool, default True
@@ -560,7 +553,7 @@ class RMSNorm(_TrailingNorm):
         dtype=np.float32,
     ) -> None:
         if eps is not None:
-            eps = _check_eps(eps, "RMSNorm")
+            eps = check_eps(eps, "RMSNorm", allow_zero=True)
         super().__init__(normalized_shape, eps, elementwise_affine, False, dtype)
         self.elementwise_affine = bool(elementwise_affine)
 
@@ -599,9 +592,11 @@ class GroupNorm(Norm):
         G, which must divide ``num_channels``.
     num_channels : int
         C, the size of the last axis.
-    eps : float, default 1e-5
+    eps : float ≥ 0, default 1e-5
     affine : bool, default True
         Learn per-channel γ (``weight``, ones) and β (``bias``, zeros) of shape (C,).
+    bias : bool, default True (keyword-only)
+        Learn β too (only with ``affine``), as ``torch.nn.GroupNorm(bias=...)``.
     dtype : floating dtype, default float32 (the parameters').
 
     Attributes
@@ -610,7 +605,9 @@ class GroupNorm(Norm):
 
     Shape
     -----
-    Input (N, C), (N, L, C) or (N, H, W, C); output the same.
+    Input (N, C), (N, L, C) or (N, H, W, C); output the same. Every group must hold
+    more than one value, ``spatial size · C/G > 1`` (a ValueError otherwise, in
+    both modes, as in PyTorch).
 
     Examples
     --------
@@ -629,23 +626,26 @@ class GroupNorm(Norm):
         eps: float = 1e-5,
         affine: bool = True,
         *,
+        bias: bool = True,
         dtype=np.float32,
     ) -> None:
-        self.num_groups = _check_positive_int(num_groups, "num_groups", "GroupNorm")
-        self.num_channels = _check_positive_int(num_channels, "num_channels", "GroupNorm")
+        self.num_groups = check_positive_int(num_groups, "num_groups", "GroupNorm")
+        self.num_channels = check_positive_int(num_channels, "num_channels", "GroupNorm")
         if self.num_channels % self.num_groups:
             raise ValueError(
                 f"GroupNorm: num_channels={self.num_channels} must be divisible by "
                 f"num_groups={self.num_groups}."
             )
-        eps = _check_eps(eps, "GroupNorm")
-        super().__init__((self.num_channels,), eps, affine, affine, dtype)
+        eps = check_eps(eps, "GroupNorm", allow_zero=True)
+        super().__init__((self.num_channels,), eps, affine, affine and bias, dtype)
         self.affine = bool(affine)
+        self.bias = bool(bias)
 
     def __repr__(self) -> str:
+        bias = "" if self.bias else ", bias=False"
         return (
             f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps}, "
-            f"affine={self.affine})"
+            f"affine={self.affine}{bias})"
         )
 
     def _check_input(self, x: np.ndarray) -> None:
@@ -654,10 +654,18 @@ class GroupNorm(Norm):
                 f"GroupNorm expects input of at least 2 dims (N, C), got shape {x.shape}."
             )
         if x.shape[-1] != self.num_channels:
-            hint = _CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
+            hint = CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
             raise ValueError(
                 f"GroupNorm expected the last dimension to be num_channels={self.num_channels}, "
                 f"got {x.shape[-1]} (input shape {x.shape}).{hint}"
+            )
+        values_per_group = math.prod(x.shape[1:]) // self.num_groups
+        if values_per_group <= 1:
+            raise ValueError(
+                "GroupNorm needs more than 1 value per group to compute statistics, got "
+                f"{values_per_group} (input shape {x.shape}, {self.num_groups} groups of "
+                f"{self.num_channels // self.num_groups} channel(s)). Use fewer groups, or an "
+                "input with spatial or time positions."
             )
 
     def _reduce_axes(self, ndim: int) -> tuple[int, ...]:
@@ -674,3 +682,210 @@ class GroupNorm(Norm):
         if bias is not None:
             bias = bias.reshape(self.num_groups, group_size)
         return x_view, mask_view, weight, bias
+
+
+# ---------------------------------------------------------------------------
+# InstanceNorm
+# ---------------------------------------------------------------------------
+
+
+class InstanceNorm(Norm):
+    """Instance normalization: per sample and channel, over space or time (Ulyanov et al., 2016).
+
+    .. math::
+
+        y = \\frac{x - \\mathrm{E}[x]}{\\sqrt{\\mathrm{Var}[x] + \\epsilon}} \\cdot \\gamma + \\beta
+
+    For ``x`` of shape (N, H, W, C) there is one mean per sample and channel,
+    averaged over its H·W positions; for (N, L, C), over its L time steps. It is
+    GroupNorm with one channel per group (``GroupNorm(C, C)``), with PyTorch's
+    defaults: no affine parameters unless ``affine=True``. Like LayerNorm it needs no
+    batch and computes the same in both modes; unlike LayerNorm it looks across the
+    whole sequence, so it is not causal.
+
+    ``nl.InstanceNorm`` on (N, L, C) equals ``torch.nn.InstanceNorm1d`` on (N, C, L),
+    on (N, H, W, C) ``torch.nn.InstanceNorm2d`` on (N, C, H, W) (with their default
+    ``track_running_stats=False``; normlab's InstanceNorm keeps no running averages).
+
+    Parameters
+    ----------
+    num_features : int
+        C, the size of the last axis.
+    eps : float ≥ 0, default 1e-5
+    affine : bool, default False
+        Learn per-channel γ (``weight``, ones) and β (``bias``, zeros) of shape (C,).
+    bias : bool, default True (keyword-only)
+        Learn β too (only with ``affine``).
+    dtype : floating dtype, default float32 (the parameters').
+
+    Shape
+    -----
+    Input (N, L, C) or (N, H, W, C) with more than one position per sample (a
+    ValueError otherwise, as in PyTorch); output the same.
+
+    Examples
+    --------
+    >>> import numpy as np, normlab as nl
+    >>> x = np.random.default_rng(0).normal(3.0, 2.0, size=(2, 5, 4))
+    >>> y = nl.InstanceNorm(4)(x)
+    >>> bool(np.allclose(y.mean(axis=1), 0)), bool(np.allclose(y.var(axis=1), 1, atol=1e-4))
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        affine: bool = False,
+        *,
+        bias: bool = True,
+        dtype=np.float32,
+    ) -> None:
+        self.num_features = check_positive_int(num_features, "num_features", "InstanceNorm")
+        eps = check_eps(eps, "InstanceNorm", allow_zero=True)
+        super().__init__((self.num_features,), eps, affine, affine and bias, dtype)
+        self.affine = bool(affine)
+        self.bias = bool(bias)
+
+    def __repr__(self) -> str:
+        bias = "" if self.bias else ", bias=False"
+        return f"InstanceNorm({self.num_features}, eps={self.eps}, affine={self.affine}{bias})"
+
+    def _reduce_axes(self, ndim: int) -> tuple[int, ...]:
+        return tuple(range(1, ndim - 1))  # (N, H, W, C) -> (1, 2): one statistic per channel
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim < 3:
+            raise ValueError(
+                "InstanceNorm expects input with time or spatial axes, (N, L, C) or "
+                f"(N, H, W, C), got shape {x.shape}; on (N, C) vectors use LayerNorm."
+            )
+        if x.shape[-1] != self.num_features:
+            raise ValueError(
+                f"InstanceNorm expected the last dimension to be num_features="
+                f"{self.num_features}, got {x.shape[-1]} (input shape {x.shape})."
+                f"{CHANNELS_FIRST_HINT}"
+            )
+        positions = math.prod(x.shape[1:-1])
+        if positions <= 1:
+            raise ValueError(
+                "InstanceNorm needs more than 1 spatial or time position per sample, got "
+                f"{positions} (input shape {x.shape})."
+            )
+
+
+# ---------------------------------------------------------------------------
+# The registry of kinds, and the one factory
+# ---------------------------------------------------------------------------
+
+
+def default_num_groups(num_channels: int, max_groups: int = 8, min_group_size: int = 4) -> int:
+    """The most groups, up to ``max_groups``, that divide C into groups of >= ``min_group_size``.
+
+    Falls back to 1 group (all channels together). A minimum group size
+    matters on (N, C) vectors, where a group has no spatial axes to average
+    over: a group of 1 channel normalizes one number (always 0) and a group of
+    2 channels gives only +-1. (Wu & He's 32 groups are too many for the small
+    widths used here.)
+
+    >>> [default_num_groups(channels) for channels in (64, 32, 12, 6)]
+    [8, 8, 3, 1]
+    """
+    num_channels = check_positive_int(num_channels, "num_channels", "default_num_groups")
+    candidates = [
+        groups
+        for groups in range(1, max_groups + 1)
+        if num_channels % groups == 0 and num_channels // groups >= min_group_size
+    ]
+    return max(candidates, default=1)
+
+
+def _group_norm(num_features: int, *, num_groups: int | None = None, **options) -> GroupNorm:
+    if num_groups is None:
+        num_groups = default_num_groups(num_features)
+    return GroupNorm(num_groups, num_features, **options)
+
+
+def _no_norm(num_features: int) -> Identity:
+    check_positive_int(num_features, "num_features", "make_norm")
+    return Identity()
+
+
+def _keywords(layer_class: type, size_arguments: tuple[str, ...]) -> frozenset[str]:
+    """The constructor arguments of ``layer_class`` other than its size arguments."""
+    parameters = inspect.signature(layer_class.__init__).parameters
+    return frozenset(name for name in parameters if name not in ("self", *size_arguments))
+
+
+class NormKind(NamedTuple):
+    """One kind of normalization in the registry :data:`NORM_KINDS`."""
+
+    build: Callable[..., Module]  # (num_features, **options) -> the layer
+    options: frozenset[str]  # the keyword arguments ``build`` takes
+    centers: bool  # subtracts a mean, so a bias right before it is cancelled exactly
+
+
+#: Every kind of normalization, by the name experiments, tests and notebooks use. Adding a
+#: normalization means: its class above, one entry here, one style in ``plotting.METHODS``.
+NORM_KINDS: dict[str, NormKind] = {
+    "none": NormKind(_no_norm, frozenset(), centers=False),
+    "batch": NormKind(BatchNorm, _keywords(BatchNorm, ("num_features",)), centers=True),
+    "layer": NormKind(LayerNorm, _keywords(LayerNorm, ("normalized_shape",)), centers=True),
+    "rms": NormKind(RMSNorm, _keywords(RMSNorm, ("normalized_shape",)), centers=False),
+    "group": NormKind(
+        _group_norm, _keywords(GroupNorm, ("num_channels",)) | {"num_groups"}, centers=True
+    ),
+    "instance": NormKind(InstanceNorm, _keywords(InstanceNorm, ("num_features",)), centers=True),
+}
+
+_ALL_OPTIONS = frozenset().union(*(kind.options for kind in NORM_KINDS.values()))
+
+
+def _check_kind(kind: str, who: str) -> NormKind:
+    try:
+        return NORM_KINDS[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"{who}: kind must be one of {tuple(NORM_KINDS)}, got {kind!r}.") from None
+
+
+def make_norm(kind: str, num_features: int, **options) -> Module:
+    """A normalization layer over the last axis, by name: the one factory of normlab.
+
+    Parameters
+    ----------
+    kind : ``"none"``, ``"batch"``, ``"layer"``, ``"rms"``, ``"group"`` or ``"instance"``
+        ``"none"`` -> :class:`Identity`; ``"batch"`` -> ``BatchNorm(num_features)``;
+        ``"layer"`` -> ``LayerNorm(num_features)``; ``"rms"`` -> ``RMSNorm(num_features)``;
+        ``"group"`` -> ``GroupNorm(num_groups, num_features)`` with ``num_groups``
+        from the options or :func:`default_num_groups`; ``"instance"`` ->
+        ``InstanceNorm(num_features)``.
+    num_features : int
+        The size of the last axis.
+    **options
+        Keyword arguments of the layers (``eps``, ``momentum``, ``affine``, ``dtype``,
+        ``num_groups``, ...). Each kind takes those its constructor has and ignores the
+        others, so one sweep can pass the same options to every kind (``momentum``
+        reaches BatchNorm only). A keyword that no kind takes is a TypeError.
+
+    Examples
+    --------
+    >>> make_norm("group", 64)
+    GroupNorm(8, 64, eps=1e-05, affine=True)
+    >>> make_norm("layer", 8, momentum=0.01)   # momentum is BatchNorm's: ignored here
+    LayerNorm((8,), eps=1e-05, elementwise_affine=True, bias=True)
+    """
+    entry = _check_kind(kind, "make_norm")
+    unknown = sorted(set(options) - _ALL_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"make_norm: no normalization takes the keyword(s) {unknown}; "
+            f"the keywords are: {', '.join(sorted(_ALL_OPTIONS))}."
+        )
+    return entry.build(
+        num_features, **{name: value for name, value in options.items() if name in entry.options}
+    )
+
+
+def norm_centers(kind: str) -> bool:
+    """True if the kind subtracts a mean (a bias right before it would be cancelled exactly)."""
+    return _check_kind(kind, "norm_centers").centers

@@ -3,8 +3,8 @@
 * ``rng``: a numpy Generator with a fixed seed, fresh for every test.
 * ``torch``: the torch module; the test is skipped only when torch cannot be imported.
 * ``kind``: parametrizes a test over the four layers ("batch", "layer", "rms", "group").
-* ``build_layer``: builds any of the four layers, with ``rng`` a random (not 1/0) weight
-  and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
+* ``build_layer``: a layer from :func:`normlab.make_norm`, with ``rng`` a random (not 1/0)
+  weight and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
   Test modules import it (and the constants) with ``from conftest import ...``.
 
 Every layer here is built with ``dtype=`` (normlab's keyword for the dtype of the
@@ -21,7 +21,7 @@ import normlab as nl
 SEED = 20240617
 LAYER_KINDS = ("batch", "layer", "rms", "group")
 
-#: The channel count used by ``make_layer`` when a test does not care, and the default
+#: The channel count used by ``build_layer`` when a test does not care, and the default
 #: number of groups: two groups of three channels, so that even on (N, C) input every
 #: GroupNorm statistic averages more than two values (with two, x̂ = ±1 and dx is ~0).
 NUM_FEATURES = 6
@@ -60,16 +60,9 @@ def build_layer(
     For LayerNorm and RMSNorm ``num_features`` may be a tuple (``normalized_shape``).
     With ``rng`` the weight and bias are drawn at random (weight around 1, bias around 0).
     """
-    if kind == "batch":
-        layer = nl.BatchNorm(num_features, dtype=dtype, **options)
-    elif kind == "layer":
-        layer = nl.LayerNorm(num_features, dtype=dtype, **options)
-    elif kind == "rms":
-        layer = nl.RMSNorm(num_features, dtype=dtype, **options)
-    elif kind == "group":
-        layer = nl.GroupNorm(num_groups, num_features, dtype=dtype, **options)
-    else:
-        raise ValueError(f"unknown layer kind {kind!r}")
+    if kind == "instance":
+        options.setdefault("affine", True)  # torch's default is False; tests want γ and β
+    layer = nl.make_norm(kind, num_features, dtype=dtype, num_groups=num_groups, **options)
     if rng is not None:
         if "weight" in layer.params:
             weight = layer.params["weight"]

@@ -42,10 +42,19 @@ def shape(value: tuple) -> str:
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("eps", [0.0, -1e-5])
-def test_eps_not_positive_is_rejected(kind, eps):
-    with pytest.raises(ValueError, match=mentions("eps", number(eps))):
+@pytest.mark.parametrize("eps", [-1e-5, float("nan"), float("inf")])
+def test_negative_or_non_finite_eps_is_rejected(kind, eps):
+    with pytest.raises(ValueError, match=mentions("eps", re.escape(repr(eps)))):
         build_layer(kind, eps=eps)
+
+
+def test_batchnorm_rejects_eps_zero_but_the_batch_free_layers_accept_it():
+    # Deliberate difference from torch (listed in the README): a constant BatchNorm feature
+    # with eps = 0 divides by zero in every training step.
+    with pytest.raises(ValueError, match=mentions("eps", "> 0", number(0.0))):
+        nl.BatchNorm(6, eps=0.0)
+    for kind in ("layer", "rms", "group", "instance"):
+        assert build_layer(kind, eps=0.0).eps == 0.0
 
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.5])

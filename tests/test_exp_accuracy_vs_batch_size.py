@@ -1,6 +1,6 @@
 """accuracy_vs_batch_size in quick mode: BatchNorm collapses at B = 2, LayerNorm does not.
 
-Also checks the shared training loop (``normlab.experiments.training``): it
+Also checks the shared training loop (``normlab.training``): it
 trains the MLP to a sensible accuracy, is deterministic, and keeps the samples
 budget equal across batch sizes.
 """
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from normlab.experiments import accuracy_vs_batch_size, training
+from normlab import training
+from normlab.experiments import accuracy_vs_batch_size
 from normlab.experiments.accuracy_vs_batch_size import Config
-from normlab.experiments.training import TrainingSetup
+from normlab.training import TrainingSetup
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 from conftest import build_layer
 
+import normlab as nl
+
 DTYPES = (np.float32, np.float64)
 #: largest allowed max|ours - torch| / max|torch|, per dtype
 RELATIVE_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-13}
 TRAINING_STEPS = 4
-CHANNELS_FIRST_IN_TORCH = ("batch", "group")
+CHANNELS_FIRST_IN_TORCH = ("batch", "group", "instance")
 
 
 # ---------------------------------------------------------------------------
@@ -66,15 +68,17 @@ def build_torch_layer(torch, kind: str, x_ndim: int, size, options: dict, dtype)
         return torch.nn.LayerNorm(size, dtype=tdtype, **options)
     if kind == "rms":
         return torch.nn.RMSNorm(size, dtype=tdtype, **options)
+    if kind == "instance":
+        instancenorm = torch.nn.InstanceNorm2d if x_ndim == 4 else torch.nn.InstanceNorm1d
+        return instancenorm(size, dtype=tdtype, **options)
     num_groups = options.pop("num_groups")
     return torch.nn.GroupNorm(num_groups, size, dtype=tdtype, **options)
 
 
 def copy_params_to_torch(torch, ours, theirs) -> None:
+    """Our parameters and buffers into the torch layer through state_dict (same names)."""
     assert {name for name, _ in theirs.named_parameters()} == set(ours.params)
-    with torch.no_grad():
-        for name, value in ours.params.items():
-            getattr(theirs, name).copy_(torch.from_numpy(value))
+    theirs.load_state_dict({name: torch.from_numpy(v) for name, v in ours.state_dict().items()})
 
 
 def assert_close_to_torch(ours, theirs, what: str) -> None:
@@ -108,16 +112,23 @@ def compare_one_step(torch, kind, ours, theirs, x, dy) -> None:
     assert_close_to_torch(dx, from_torch(x_torch.grad, kind), "dx")
     for name in ours.params:
         assert_close_to_torch(ours.grads[name], getattr(theirs, name).grad, f"d{name}")
+    gradients = ours.state_dict(grads=True)
+    assert set(gradients) == {name for name, _ in theirs.named_parameters()}
+    for name, parameter in theirs.named_parameters():
+        assert_close_to_torch(gradients[name], parameter.grad, f"state_dict(grads=True)[{name}]")
 
 
 def compare_running_stats(ours, theirs) -> None:
-    if theirs.running_mean is None:  # track_running_stats=False
-        assert ours.running_mean is None
-        assert ours.running_var is None
-        return
-    assert_close_to_torch(ours.running_mean, theirs.running_mean, "running_mean")
-    assert_close_to_torch(ours.running_var, theirs.running_var, "running_var")
-    assert ours.num_batches_tracked == int(theirs.num_batches_tracked)
+    """The whole state_dict: the same names, then the same values (running statistics too)."""
+    state, expected = ours.state_dict(), theirs.state_dict()
+    assert list(state) == list(expected)
+    for name, value in expected.items():
+        if name == "num_batches_tracked":
+            assert state[name].dtype == np.int64 and int(state[name]) == int(value)
+        else:
+            assert_close_to_torch(state[name], value, name)
+    if isinstance(ours, nl.BatchNorm) and theirs.running_mean is None:  # no running stats
+        assert ours.running_mean is None and ours.running_var is None
 
 
 def check_parity(torch, rng, kind, x_shape, size, options, dtype) -> None:
@@ -130,16 +141,14 @@ def check_parity(torch, rng, kind, x_shape, size, options, dtype) -> None:
         x = random_input(rng, x_shape, dtype)
         dy = rng.normal(size=x_shape).astype(dtype)
         compare_one_step(torch, kind, ours, theirs, x, dy)
-        if kind == "batch":
-            compare_running_stats(ours, theirs)
+        compare_running_stats(ours, theirs)
 
     assert ours.eval() is ours
     theirs.eval()
     x = random_input(rng, x_shape, dtype)
     dy = rng.normal(size=x_shape).astype(dtype)
     compare_one_step(torch, kind, ours, theirs, x, dy)
-    if kind == "batch":  # eval mode must not touch the running statistics
-        compare_running_stats(ours, theirs)
+    compare_running_stats(ours, theirs)  # eval mode must not touch the running statistics
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +164,7 @@ BATCHNORM_CASES = [
     pytest.param((3, 4, 5, 6), 6, {"track_running_stats": False}, id="NHWC-no-running-stats"),
     pytest.param((16, 5), 5, {"track_running_stats": False, "momentum": None}, id="NC-no-stats"),
     pytest.param((3, 5), 5, {"eps": 1e-3, "momentum": 1.0}, id="NC-batch-of-3-eps=1e-3-m=1"),
+    pytest.param((6, 7, 5), 5, {"bias": False}, id="NLC-bias=False"),
 ]
 
 LAYERNORM_CASES = [
@@ -164,6 +174,7 @@ LAYERNORM_CASES = [
     pytest.param((2, 3, 4, 5), (4, 5), {"eps": 1e-3}, id="NHWC-shape=(W,C)-eps=1e-3"),
     pytest.param((3, 5, 10), 10, {"bias": False}, id="NTD-bias=False"),
     pytest.param((3, 5, 10), 10, {"elementwise_affine": False}, id="NTD-affine=False"),
+    pytest.param((3, 5, 10), 10, {"eps": 0.0}, id="NTD-eps=0"),
 ]
 
 RMSNORM_CASES = [
@@ -172,6 +183,7 @@ RMSNORM_CASES = [
     pytest.param((3, 5, 10), (5, 10), {}, id="NTD-shape=(T,D)-eps=None"),
     pytest.param((3, 5, 10), 10, {"eps": 1e-6}, id="NTD-eps=1e-6"),
     pytest.param((3, 5, 10), 10, {"elementwise_affine": False}, id="NTD-affine=False"),
+    pytest.param((3, 5, 10), 10, {"eps": 0.0}, id="NTD-eps=0"),
 ]
 
 GROUPNORM_CASES = [
@@ -182,6 +194,15 @@ GROUPNORM_CASES = [
     pytest.param((2, 4, 5, 6), 6, {"num_groups": 6}, id="NHWC-G=C-instance-norm"),
     pytest.param((3, 7, 6), 6, {"num_groups": 2, "affine": False}, id="NLC-affine=False"),
     pytest.param((3, 7, 6), 6, {"num_groups": 2, "eps": 1e-3}, id="NLC-eps=1e-3"),
+    pytest.param((3, 7, 6), 6, {"num_groups": 2, "bias": False}, id="NLC-bias=False"),
+    pytest.param((3, 7, 6), 6, {"num_groups": 3, "eps": 0.0}, id="NLC-eps=0"),
+]
+
+INSTANCENORM_CASES = [
+    pytest.param((3, 7, 6), 6, {"affine": False}, id="NLC"),
+    pytest.param((2, 4, 5, 6), 6, {"affine": False}, id="NHWC"),
+    pytest.param((2, 4, 5, 6), 6, {"affine": True}, id="NHWC-affine"),
+    pytest.param((3, 7, 6), 6, {"affine": True, "bias": False, "eps": 1e-3}, id="NLC-no-bias"),
 ]
 
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -209,6 +230,35 @@ def test_rmsnorm_matches_torch(torch, rng, x_shape, size, options, dtype):
 @pytest.mark.parametrize(("x_shape", "size", "options"), GROUPNORM_CASES)
 def test_groupnorm_matches_torch(torch, rng, x_shape, size, options, dtype):
     check_parity(torch, rng, "group", x_shape, size, options, dtype)
+
+
+@dtypes
+@pytest.mark.parametrize(("x_shape", "size", "options"), INSTANCENORM_CASES)
+def test_instancenorm_matches_torch(torch, rng, x_shape, size, options, dtype):
+    check_parity(torch, rng, "instance", x_shape, size, options, dtype)
+
+
+@dtypes
+def test_batchnorm_frozen_by_switching_track_running_stats_off_follows_torch(torch, rng, dtype):
+    """Built with running statistics, then track_running_stats = False: eval uses the buffers."""
+    ours = build_layer("batch", 5, dtype=dtype, rng=rng)
+    theirs = build_torch_layer(torch, "batch", 3, 5, {}, dtype)
+    copy_params_to_torch(torch, ours, theirs)
+    compare_one_step(
+        torch,
+        "batch",
+        ours,
+        theirs,
+        random_input(rng, (6, 7, 5), dtype),
+        rng.normal(size=(6, 7, 5)).astype(dtype),
+    )
+    ours.track_running_stats = theirs.track_running_stats = False
+    for training in (True, False):
+        ours.train(training)
+        theirs.train(training)
+        x = random_input(rng, (6, 7, 5), dtype)
+        compare_one_step(torch, "batch", ours, theirs, x, rng.normal(size=x.shape).astype(dtype))
+        compare_running_stats(ours, theirs)
 
 
 @dtypes

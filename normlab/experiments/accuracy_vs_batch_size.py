@@ -62,10 +62,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from normlab import nn, plotting
-from normlab.experiments import training
+from normlab import plotting, training
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
-from normlab.experiments.training import TrainingSetup
+from normlab.layers import NORM_KINDS
+from normlab.training import TrainingSetup
 
 NAME = "accuracy_vs_batch_size"
 
@@ -89,7 +89,7 @@ class Config(ExperimentConfig):
     Attributes
     ----------
     norms : tuple of str
-        The normalizations compared (see :func:`normlab.nn.make_norm`).
+        The normalizations compared (see :func:`normlab.make_norm`).
     batch_sizes : tuple of int
         Training batch sizes; BatchNorm needs ≥ 2.
     seeds : tuple of int
@@ -117,9 +117,9 @@ class Config(ExperimentConfig):
         super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
         if not self.norms or len(set(self.norms)) != len(self.norms):
             raise ValueError(f"norms must be a non-empty tuple without repeats, got {self.norms}")
-        unknown = [norm for norm in self.norms if norm not in nn.NORM_KINDS]
+        unknown = [norm for norm in self.norms if norm not in NORM_KINDS]
         if unknown:
-            raise ValueError(f"unknown norms {unknown}; choose from {nn.NORM_KINDS}")
+            raise ValueError(f"unknown norms {unknown}; choose from {tuple(NORM_KINDS)}")
         training.check_training_batch_sizes(
             self.batch_sizes, trains_batchnorm="batch" in self.norms
         )

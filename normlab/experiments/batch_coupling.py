@@ -65,6 +65,7 @@ from matplotlib.ticker import FuncFormatter
 
 from normlab import plotting
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.layers import make_norm
 
 NAME = "batch_coupling"
 
@@ -188,9 +189,7 @@ def first_order_spread(inputs: np.ndarray, sample: int, batch_size: int) -> floa
 
 def make_layer(method: str, num_features: int):
     """A fresh float64 normalization layer (training mode) for a method key."""
-    from normlab import nn
-
-    return nn.make_norm(method, num_features, dtype=np.float64)
+    return make_norm(method, num_features, dtype=np.float64)
 
 
 def draw_batch(inputs: np.ndarray, sample: int, batch_size: int, rng) -> np.ndarray:

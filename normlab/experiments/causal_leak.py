@@ -136,15 +136,11 @@ class Config(ExperimentConfig):
 
 def make_layer(method: str, num_features: int, x: np.ndarray):
     """The layer of ``method`` in float64, after the forward on ``x`` its Jacobian is taken at."""
-    if method in ("batch", "batch_eval"):
-        layer = nl.BatchNorm(num_features, dtype=np.float64)
-        if method == "batch_eval":
-            layer(x)  # one training step: the running statistics come from this batch
-            layer.eval()
-    elif method == "layer":
-        layer = nl.LayerNorm(num_features, dtype=np.float64)
-    else:
-        layer = nl.RMSNorm(num_features, dtype=np.float64)
+    kind = "batch" if method == "batch_eval" else method
+    layer = nl.make_norm(kind, num_features, dtype=np.float64)
+    if method == "batch_eval":
+        layer(x)  # one training step: the running statistics come from this batch
+        layer.eval()
     layer(x)
     return layer
 

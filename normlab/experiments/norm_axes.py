@@ -128,21 +128,6 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def make_layer(method: str, num_features: int, num_groups: int) -> nl.Norm:
-    """The normlab layer behind a method key (float64, weight 1 and bias 0)."""
-    if method == "batch":
-        return nl.BatchNorm(num_features, dtype=np.float64)
-    if method == "layer":
-        return nl.LayerNorm(num_features, dtype=np.float64)
-    if method == "rms":
-        return nl.RMSNorm(num_features, dtype=np.float64)
-    if method == "group":
-        return nl.GroupNorm(num_groups, num_features, dtype=np.float64)
-    if method == "instance":
-        return nl.GroupNorm(num_features, num_features, dtype=np.float64)  # G = D
-    raise ValueError(f"unknown method {method!r}; choose from {METHOD_KEYS}")
-
-
 def sharing_matrix(layer: nl.Norm, x: np.ndarray) -> np.ndarray:
     """``shares[e, f]`` is True when perturbing entry e of ``x`` changes output f.
 
@@ -192,7 +177,9 @@ def measure_one(run: dict) -> dict:
     """Probe one method's layer on the seeded block; its labels and group statistics."""
     shape = (run["num_samples"], run["seq_len"], run["num_features"])
     x = np.random.default_rng(run["seed"]).normal(1.0, 1.0, size=shape)  # (N, T, D)
-    layer = make_layer(run["method"], run["num_features"], run["num_groups"])
+    layer = nl.make_norm(
+        run["method"], run["num_features"], num_groups=run["num_groups"], dtype=np.float64
+    )
     labels = labels_from_sharing(sharing_matrix(layer, x)).reshape(shape)  # (N, T, D)
 
     y = layer(x)

@@ -188,15 +188,10 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def make_norm(method: str, num_features: int, eps: float | None, rng: np.random.Generator):
+def random_affine_norm(method: str, num_features: int, eps: float | None, rng: np.random.Generator):
     """A float64 layer with random γ (and β); ``eps=None`` keeps the layer's default."""
     options = {} if eps is None else {"eps": eps}
-    if method == "batch":
-        layer = nl.BatchNorm(num_features, dtype=np.float64, **options)
-    elif method == "layer":
-        layer = nl.LayerNorm(num_features, dtype=np.float64, **options)
-    else:
-        layer = nl.RMSNorm(num_features, dtype=np.float64, **options)
+    layer = nl.make_norm(method, num_features, dtype=np.float64, **options)
     for name, value in layer.params.items():
         value[...] = (
             rng.uniform(0.5, 2.0, value.shape) if name == "weight" else rng.normal(size=value.shape)
@@ -250,7 +245,7 @@ def invariance_one(run: dict) -> dict:
         bias = linear_bias if with_bias else 0.0
         for method in METHODS:
             for eps_name, eps in (("default_eps", None), ("negligible_eps", NEGLIGIBLE_EPS)):
-                layer = make_norm(method, h, eps, np.random.default_rng(layer_rng_seed))
+                layer = random_affine_norm(method, h, eps, np.random.default_rng(layer_rng_seed))
                 reference = layer(x @ weights + bias)  # (N, H)
                 for name, transform in transforms.items():
                     x_new, weights_new = transform(x, weights)
@@ -341,12 +336,8 @@ def count_work(method: str, shape: tuple[int, int], affine: bool) -> dict:
     x = rng.standard_normal(shape).astype(np.float32).view(Counted)  # (N, D)
     dy = rng.standard_normal(shape).astype(np.float32).view(Counted)  # (N, D)
     num_features = shape[1]
-    if method == "batch":
-        layer = nl.BatchNorm(num_features, affine=affine)
-    elif method == "layer":
-        layer = nl.LayerNorm(num_features, elementwise_affine=affine)
-    else:
-        layer = nl.RMSNorm(num_features, elementwise_affine=affine)
+    # each kind takes its own name for the switch (affine / elementwise_affine)
+    layer = nl.make_norm(method, num_features, affine=affine, elementwise_affine=affine)
 
     def counting(reduction):
         def counted_reduction(*args, **kwargs):
@@ -362,7 +353,7 @@ def count_work(method: str, shape: tuple[int, int], affine: bool) -> dict:
     def keep_counted(values, layer_name, what="input"):
         return values  # the layer's input check would turn the subclass into a plain ndarray
 
-    patches.append(mock.patch.object(layers_module, "_as_float_array", keep_counted))
+    patches.append(mock.patch.object(layers_module, "as_float_array", keep_counted))
     with contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)

@@ -65,10 +65,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from normlab import layers, plotting
-from normlab.experiments import training
+from normlab import layers, plotting, training
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
-from normlab.experiments.training import TrainingSetup
+from normlab.training import TrainingSetup
 
 NAME = "train_eval_gap"
 
@@ -195,7 +194,7 @@ def measure_one(run: dict) -> dict:
     """Train one BatchNorm network and test it in every way the figure shows.
 
     All randomness comes from ``run["seed"]``: training inside
-    :func:`~normlab.experiments.training.train_mlp`, the random test batches
+    :func:`~normlab.training.train_mlp`, the random test batches
     here from a generator seeded with ``(seed, 1)``.
     """
     training_arguments = {key: value for key, value in run.items() if key != "test_batch_sizes"}

@@ -4,7 +4,7 @@ One function, :func:`train_mlp`, trains an :class:`normlab.nn.MLP` on
 :func:`normlab.data.load_digits_split` with a given normalization, batch size,
 seed, optimizer, learning-rate rule and number of epochs, and evaluates it::
 
-    >>> from normlab.experiments.training import train_mlp
+    >>> from normlab.training import train_mlp
     >>> numbers = train_mlp(norm="batch", batch_size=32, seed=0, epochs=2)
     >>> sorted(numbers)[:3]
     ['diverged', 'final_train_loss', 'learning_rate']
@@ -38,6 +38,7 @@ from itertools import pairwise
 import numpy as np
 
 from normlab import data, nn
+from normlab.layers import BatchNorm
 
 __all__ = [
     "LR_RULES",
@@ -165,9 +166,7 @@ def learning_rate(rule: str, base_lr: float, batch_size: int, reference_batch_si
 
 def batchnorm_layers(model: nn.Sequential) -> list:
     """The BatchNorm layers of ``model``, in order (empty for other norms)."""
-    from normlab.layers import BatchNorm
-
-    return [layer for layer in model if isinstance(layer, BatchNorm)]
+    return [layer for layer in model.modules() if isinstance(layer, BatchNorm)]
 
 
 def predict(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
@@ -273,7 +272,7 @@ def train_mlp(
         norm=norm,
         rng=rng,
         depth=depth,
-        norm_kwargs={"momentum": bn_momentum} if norm == "batch" else None,
+        norm_kwargs={"momentum": bn_momentum},  # BatchNorm's option: other kinds ignore it
     )
     lr = learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)
     opt = _make_optimizer(optimizer, model, lr, momentum)

@@ -1,0 +1,71 @@
+"""The pieces the experiments train with, written out in numpy with hand-written backward.
+
+Every module has the one interface of :mod:`normlab.module` (the normalization layers of
+:mod:`normlab.layers` too)::
+
+    y = module(x, mask=None)     # same as module.forward(x, mask=None)
+    dx = module.backward(dy)     # gradient w.r.t. the input of the last forward; fills grads
+    module.params, module.grads  # name -> ndarray; grads are overwritten, never accumulated
+    module.train(); module.eval()  # module.training tells the mode
+    module.state_dict()          # PyTorch's names and layouts; load_state_dict takes them
+
+Inputs are features-last: (N, D) vectors or (N, T, D) sequences, with an optional
+padding ``mask`` of shape ``x.shape[:-1]`` (True = real token).
+
+What is here, by topic
+----------------------
+* :mod:`~normlab.nn.linear`: :class:`Linear`; :mod:`~normlab.nn.activations`:
+  :class:`ReLU`, :class:`Tanh`; :class:`Identity` (from :mod:`normlab.module`).
+* :mod:`~normlab.nn.containers`: :class:`Sequential`, a chain of modules whose
+  parameters appear as one flat, live dict (``"0.weight"``, ``"2.bias"``, ...).
+* :mod:`~normlab.nn.mixing`: :class:`MeanMixing`, token mixing by running means, and
+  :class:`MixingBlock`, a pre-norm residual block around it.
+* :mod:`~normlab.nn.models`: :class:`MLP` (``Linear -> norm -> ReLU`` blocks and a
+  ``Linear`` head) and :class:`SequenceModel`.
+* :mod:`~normlab.nn.losses`: :func:`softmax_cross_entropy`, :func:`accuracy`.
+* :mod:`~normlab.nn.optim`: :class:`SGD` (with momentum) and :class:`Adam`, updating
+  ``params`` in place.
+
+The normalization layers are chosen by name with :func:`normlab.make_norm`.
+
+Example
+-------
+>>> import numpy as np
+>>> from normlab import nn
+>>> rng = np.random.default_rng(0)
+>>> model = nn.MLP(64, 32, 10, norm="layer", rng=rng)
+>>> optimizer = nn.SGD(model.params, model.grads, lr=0.1)
+>>> x, y = rng.normal(size=(16, 64)).astype(np.float32), rng.integers(0, 10, size=16)
+>>> loss, dlogits = nn.softmax_cross_entropy(model(x), y)
+>>> _ = model.backward(dlogits)
+>>> optimizer.step()   # every array in model.params moved, in place
+>>> sorted(model.params)[:3]
+['0.weight', '1.bias', '1.weight']
+"""
+
+from normlab.module import Container, Identity, Module
+from normlab.nn.activations import ReLU, Tanh
+from normlab.nn.containers import Sequential
+from normlab.nn.linear import Linear
+from normlab.nn.losses import accuracy, softmax_cross_entropy
+from normlab.nn.mixing import MeanMixing, MixingBlock
+from normlab.nn.models import MLP, SequenceModel
+from normlab.nn.optim import SGD, Adam
+
+__all__ = [
+    "MLP",
+    "SGD",
+    "Adam",
+    "Container",
+    "Identity",
+    "Linear",
+    "MeanMixing",
+    "MixingBlock",
+    "Module",
+    "ReLU",
+    "SequenceModel",
+    "Sequential",
+    "Tanh",
+    "accuracy",
+    "softmax_cross_entropy",
+]
