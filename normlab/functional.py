@@ -34,15 +34,21 @@ Statistics are kept with ``keepdims=True`` so they broadcast against ``x``;
 A padding ``mask`` (boolean, broadcastable to ``x``, True = real value) removes
 values from every statistic; the outputs and input gradients at masked
 positions are exactly 0.
+
+This is the code the layers run: its sums are :func:`reduce_sum` and
+:func:`reduce_sum_product` (fast ``np.sum``, from :mod:`normlab._fastsum`) and its two
+shortcuts are named helpers (BatchNorm's backward from dγ and dβ, GroupNorm's repeated
+statistics). :mod:`normlab.reference` is the same computation, plainly, layer by layer.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+from normlab._fastsum import reduce_sum, reduce_sum_product, repeat_along_short_run
 
 __all__ = [
     "NormCache",
@@ -52,161 +58,6 @@ __all__ = [
     "reduce_sum",
     "reduce_sum_product",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Reductions
-# ---------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _ones(length: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only vector of ones: the right operand of a BLAS matrix-vector sum."""
-    ones = np.ones(length, dtype=dtype)
-    ones.flags.writeable = False
-    return ones
-
-
-class _SumPlan(NamedTuple):
-    """How :func:`reduce_sum` and :func:`reduce_sum_product` sum an array: see :func:`_sum_plan`."""
-
-    view: tuple[int, int, int]  # (before, block, after): the array reshaped around the block
-    block_shape: tuple[int, ...]  # shape once the block is summed (keepdims)
-    rest_axes: tuple[int, ...]  # reduced axes outside the block, summed afterwards
-
-
-@lru_cache(maxsize=256)
-def _sum_plan(shape: tuple[int, ...], axes: tuple[int, ...]) -> _SumPlan:
-    """Plan a sum over ``axes`` of a C-contiguous array of ``shape`` (cached: shapes repeat).
-
-    The block of consecutive reduced axes holding the most values is summed by
-    one call on the ``(before, block, after)`` view; the other reduced axes, if
-    any, are summed afterwards on that much smaller result. For (N, T, D):
-    ``axes=(2,)`` -> view (N·T, D, 1); ``axes=(0, 1)`` -> (1, N·T, D). GroupNorm's
-    (N, H, W, G, C/G) over ``(1, 2, 4)`` -> (N, H·W, G·C/G), then C/G.
-    """
-    ndim = len(shape)
-    axes = sorted({axis % ndim for axis in axes})
-    blocks: list[list[int]] = []  # runs of consecutive reduced axes
-    for axis in axes:
-        if blocks and blocks[-1][-1] == axis - 1:
-            blocks[-1].append(axis)
-        else:
-            blocks.append([axis])
-    block = max(blocks, key=lambda run: math.prod(shape[axis] for axis in run))
-    start, stop = block[0], block[-1] + 1
-    view = (math.prod(shape[:start]), math.prod(shape[start:stop]), math.prod(shape[stop:]))
-    block_shape = (*shape[:start], *(1,) * (stop - start), *shape[stop:])
-    rest_axes = tuple(axis for axis in axes if axis not in block)
-    return _SumPlan(view, block_shape, rest_axes)
-
-
-def _finish_sum(block_sum: np.ndarray, plan: _SumPlan) -> np.ndarray:
-    """Sum the reduced axes left outside the plan's block (a small array by then)."""
-    total = block_sum.reshape(plan.block_shape)
-    if plan.rest_axes:
-        total = np.add.reduce(total, axis=plan.rest_axes, keepdims=True)
-    return total
-
-
-def reduce_sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Sum of ``x`` over ``axes`` with ``keepdims=True``.
-
-    The sum is a matrix-vector product with a vector of ones, which BLAS runs
-    several times faster than ``np.sum``: for a mean over the last axis,
-    ``(rows, D) @ (D,)``; over the leading axes, ``(N·T,) @ (N·T, D)``; over
-    axes in the middle, one such product per leading index (``matmul`` on a
-    stack). Both give the same result up to the order of the additions.
-
-    Example: for ``x`` of shape (N, T, D), ``axes=(2,)`` gives (N, T, 1) and
-    ``axes=(0, 1)`` gives (1, 1, D).
-    """
-    if not axes:
-        return x.copy()
-    if x.size == 0 or not x.flags.c_contiguous or x.dtype.kind != "f":
-        return np.sum(x, axis=tuple(axes), keepdims=True)
-    plan = _sum_plan(x.shape, tuple(axes))
-    before, block, after = plan.view
-    ones = _ones(block, x.dtype)
-    if after == 1:  # trailing block: (before, block) @ (block,) -> (before,)
-        block_sum = x.reshape(before, block) @ ones
-    else:  # (block,) @ (before, block, after) -> (before, after)
-        block_sum = ones @ x.reshape(plan.view)
-    return _finish_sum(block_sum, plan)
-
-
-def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Sum of ``a * b`` over ``axes`` with ``keepdims=True``, without forming ``a * b``.
-
-    ``a`` and ``b`` have the same shape. ``np.einsum`` (``np.vecdot`` for one dot
-    product per row) multiplies and adds in one pass over both arrays, about
-    twice as fast as a product followed by :func:`reduce_sum`, and needs no
-    temporary array. The variance
-    :math:`\\sum (x - \\mu)^2`, the backward's :math:`\\sum \\hat{g}\\hat{x}` and
-    :math:`\\partial L/\\partial\\gamma = \\sum dy \\cdot \\hat{x}` are such sums.
-
-    Example: for ``a`` and ``b`` of shape (N, T, D), ``axes=(2,)`` gives
-    (N, T, 1), one dot product per token.
-    """
-    if not axes:
-        return a * b
-    plan = _sum_plan(a.shape, tuple(axes))
-    before, block, after = plan.view
-    if after == 1:  # one dot product per row
-        block_sum = np.vecdot(a.reshape(before, block), b.reshape(before, block))
-    elif before == 1:  # one dot product per column
-        block_sum = np.einsum("kc,kc->c", a.reshape(block, after), b.reshape(block, after))
-    else:
-        block_sum = np.einsum("rkc,rkc->rc", a.reshape(plan.view), b.reshape(plan.view))
-    return _finish_sum(block_sum, plan)
-
-
-def _count(x_shape: tuple[int, ...], reduce_axes: tuple[int, ...], mask: np.ndarray | None):
-    """Number of values each statistic averages: an int, or an array (keepdims) under a mask."""
-    if mask is None:
-        return math.prod(x_shape[a] for a in reduce_axes)
-    # The mask has x's ndim but may be 1 along axes it broadcasts over (the features).
-    real_along_mask = np.sum(mask, axis=reduce_axes, keepdims=True, dtype=np.float64)
-    broadcast_factor = math.prod(x_shape[a] for a in reduce_axes if mask.shape[a] == 1)
-    return real_along_mask * broadcast_factor
-
-
-def _safe_divisor(count):
-    """The count used as a divisor: a fully masked group has no statistic, avoid 0/0."""
-    return np.maximum(count, 1) if isinstance(count, np.ndarray) else max(count, 1)
-
-
-#: numpy's inner loop runs along the last axes that an operation's arrays share. A
-#: statistic constant along a short trailing run of x's axes but varying just before it
-#: (GroupNorm's (N, 1, G, 1) against x's (N, H·W, G, C/G)) cuts that loop to the run's
-#: C/G values, which costs about twice the time of a long loop. A run shorter than this
-#: is spelled out (the statistic repeated along it) when that makes an array at most
-#: 1/_SHORT_RUN of x's size, so that the copy costs far less than it saves.
-_SHORT_RUN = 64
-
-
-@lru_cache(maxsize=256)
-def _spelled_out_shape(stat_shape: tuple[int, ...], x_shape: tuple[int, ...]):
-    """The shape to repeat a statistic to along x's short trailing run, or None."""
-    varying = [axis for axis, size in enumerate(stat_shape) if size > 1]
-    if not varying or len(stat_shape) != len(x_shape):
-        return None
-    last = varying[-1]
-    shape = (*stat_shape[: last + 1], *x_shape[last + 1 :])
-    run = math.prod(x_shape[last + 1 :])
-    if not 1 < run < _SHORT_RUN or math.prod(shape) * _SHORT_RUN > math.prod(x_shape):
-        return None
-    return shape
-
-
-def _spelled_out(stat: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-    """``stat``, repeated along a short trailing run of x's axes if it has one (GroupNorm)."""
-    shape = _spelled_out_shape(np.shape(stat), x_shape)
-    if shape is None:
-        return stat
-    spelled = np.empty(shape, dtype=stat.dtype)
-    spelled[...] = stat
-    return spelled
 
 
 def moments(
@@ -248,38 +99,22 @@ def moments(
         How many values each statistic averaged (an array under a mask).
     """
     count = _count(x.shape, reduce_axes, mask)
-    divisor = _safe_divisor(count)
-    stat_shape = tuple(1 if a in reduce_axes else n for a, n in enumerate(x.shape))
-    if mask is None:
-        if center:
-            mean = reduce_sum(x, reduce_axes) / x.dtype.type(divisor)  # first pass
-            deviation = x - mean
-        else:
-            mean = np.zeros(stat_shape, dtype=x.dtype)
-            deviation = x
-        # second pass: Σ (x - μ)², summed as it is multiplied, no squared array
-        var = reduce_sum_product(deviation, deviation, reduce_axes) / x.dtype.type(divisor)
-        return mean, var, count
-    divisor = divisor.astype(x.dtype)
+    divisor = _divisor(count, x.dtype)
+    real_x = x if mask is None else np.where(mask, x, 0)  # (shape of x)
     if center:
-        mean = reduce_sum(np.where(mask, x, 0), reduce_axes) / divisor
-        deviation = np.where(mask, x - mean, 0)
+        mean = reduce_sum(real_x, reduce_axes) / divisor  # first pass
+        deviation = x - mean if mask is None else np.where(mask, x - mean, 0)
     else:
+        stat_shape = tuple(1 if a in reduce_axes else n for a, n in enumerate(x.shape))
         mean = np.zeros(stat_shape, dtype=x.dtype)
-        deviation = np.where(mask, x, 0)
-    var = reduce_sum_product(deviation, deviation, reduce_axes) / divisor  # second pass
+        deviation = real_x
+    # second pass: Σ (x - μ)², summed as it is multiplied, no squared array
+    var = reduce_sum_product(deviation, deviation, reduce_axes) / divisor
     return mean, var, count
-
-
-# ---------------------------------------------------------------------------
-# Forward and backward
-# ---------------------------------------------------------------------------
 
 
 class NormCache(NamedTuple):
     """What :func:`normalize_backward` needs from the forward pass, and nothing more.
-
-    An immutable record (a named tuple: cheap to create once per forward call).
 
     Attributes
     ----------
@@ -354,10 +189,10 @@ def normalize(
     y : ndarray of ``x.dtype`` and shape.
     cache : :class:`NormCache` for :func:`normalize_backward`.
     """
-    dtype = x.dtype
-    rstd = _spelled_out(1.0 / np.sqrt(var + dtype.type(eps)), x.shape)  # statistics' shape
+    rstd = 1.0 / np.sqrt(var + x.dtype.type(eps))  # statistics' shape
+    rstd = repeat_along_short_run(rstd, x.shape)  # GroupNorm: along the channels of a group
     if center:
-        xhat = x - _spelled_out(mean, x.shape)  # (shape of x)
+        xhat = x - repeat_along_short_run(mean, x.shape)  # (shape of x)
         xhat *= rstd
     else:
         xhat = x * rstd
@@ -425,45 +260,91 @@ def normalize_backward(
     dy = dy.astype(xhat.dtype, copy=False)
     if mask is not None:
         dy = np.where(mask, dy, 0)  # masked outputs are constants: no gradient flows from them
-
-    # γ and β broadcast along the leading axes of x; their gradients sum over those axes.
-    dweight = dbias = None
-    if weight is not None:
-        weight_axes = tuple(range(xhat.ndim - weight.ndim))
-        dweight = reduce_sum_product(dy, xhat, weight_axes)  # (1, ..., 1, *weight.shape)
-    if cache.bias_shape is not None:
-        dbias = reduce_sum(dy, tuple(range(xhat.ndim - len(cache.bias_shape))))
-
+    dweight, dbias = _parameter_grads(dy, cache)  # shapes of γ and β, or None
     if not cache.batch_statistics:  # fixed statistics: y is an affine map of x
         dx = dy * (rstd if weight is None else rstd * weight)
     else:
-        divisor = _safe_divisor(cache.count)
-        divisor = divisor.astype(xhat.dtype) if isinstance(divisor, np.ndarray) else divisor
         # dx = rstd·ĝ - x̂·(rstd·mean(ĝ·x̂)) - rstd·mean(ĝ): only rstd·ĝ and x̂ are
         # full-size; the factors in brackets have the statistics' shape.
-        if weight is not None and cache.reduce_axes == weight_axes:
-            # BatchNorm: the statistics sum over γ's own axes, where γ is a constant
-            # factor, so Σ ĝ·x̂ = γ·Σ dy·x̂ = γ·dγ and Σ ĝ = γ·Σ dy need no pass over ĝ,
-            # and rstd·ĝ = dy·(γ·rstd) is one product with a per-feature factor.
-            sum_dxhat_xhat = weight * dweight
-            same_axes = cache.bias_shape == weight.shape
-            sum_dxhat = weight * (dbias if same_axes else reduce_sum(dy, weight_axes))
-            dx = dy * (weight * rstd)
+        if _statistics_over_parameter_axes(cache):  # BatchNorm
+            sum_dxhat_xhat, sum_dxhat = _statistic_sums_from_parameter_grads(
+                dy, cache, dweight, dbias
+            )
+            dx = dy * (weight * rstd)  # rstd·ĝ: one product with a per-feature factor
         else:
             dxhat = dy * weight if weight is not None else dy.copy()  # ĝ, (shape of x)
             sum_dxhat_xhat = reduce_sum_product(dxhat, xhat, cache.reduce_axes)
             sum_dxhat = reduce_sum(dxhat, cache.reduce_axes) if cache.center else None
             dx = dxhat
             dx *= rstd
-        rstd_per_value = rstd / divisor  # turns the sums into rstd·means
+        rstd_per_value = rstd / _divisor(cache.count, xhat.dtype)  # turns the sums into rstd·means
         # d/dx through the variance: rstd·mean(ĝ·x̂) over the reduction axes
-        dx -= xhat * _spelled_out(rstd_per_value * sum_dxhat_xhat, xhat.shape)
+        dx -= xhat * repeat_along_short_run(rstd_per_value * sum_dxhat_xhat, xhat.shape)
         if cache.center:  # d/dx through the mean: rstd·mean(ĝ)
-            dx -= _spelled_out(rstd_per_value * sum_dxhat, xhat.shape)
+            dx -= repeat_along_short_run(rstd_per_value * sum_dxhat, xhat.shape)
     if mask is not None:
         np.copyto(dx, 0, where=~mask)
-    if dweight is not None:
-        dweight = dweight.reshape(weight.shape)
-    if dbias is not None:
-        dbias = dbias.reshape(cache.bias_shape)
     return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------
+# Helpers: counts, parameter gradients, BatchNorm's shortcut
+# ---------------------------------------------------------------------------
+
+
+def _count(x_shape: tuple[int, ...], reduce_axes: tuple[int, ...], mask: np.ndarray | None):
+    """Number of values each statistic averages: an int, or an array (keepdims) under a mask."""
+    if mask is None:
+        return math.prod(x_shape[a] for a in reduce_axes)
+    # The mask has x's ndim but may be 1 along axes it broadcasts over (the features).
+    real_along_mask = np.sum(mask, axis=reduce_axes, keepdims=True, dtype=np.float64)
+    broadcast_factor = math.prod(x_shape[a] for a in reduce_axes if mask.shape[a] == 1)
+    return real_along_mask * broadcast_factor
+
+
+def _divisor(count, dtype: np.dtype):
+    """The count as a divisor of x's dtype; a fully masked group has no statistic: avoid 0/0."""
+    if isinstance(count, np.ndarray):
+        return np.maximum(count, 1).astype(dtype)
+    return dtype.type(max(count, 1))
+
+
+def _parameter_axes(cache: NormCache, parameter_ndim: int) -> tuple[int, ...]:
+    """The leading axes of x̂ that γ (or β) broadcasts over: its gradient sums over them."""
+    return tuple(range(cache.xhat.ndim - parameter_ndim))
+
+
+def _parameter_grads(dy: np.ndarray, cache: NormCache):
+    """dγ = Σ dy·x̂ and dβ = Σ dy over the axes γ and β broadcast over (None if absent)."""
+    dweight = dbias = None
+    if cache.weight is not None:
+        weight_axes = _parameter_axes(cache, cache.weight.ndim)
+        dweight = reduce_sum_product(dy, cache.xhat, weight_axes).reshape(cache.weight.shape)
+    if cache.bias_shape is not None:
+        dbias = reduce_sum(dy, _parameter_axes(cache, len(cache.bias_shape)))
+        dbias = dbias.reshape(cache.bias_shape)
+    return dweight, dbias
+
+
+def _statistics_over_parameter_axes(cache: NormCache) -> bool:
+    """True when the statistics sum over exactly γ's broadcast axes (BatchNorm with γ)."""
+    weight = cache.weight
+    return weight is not None and cache.reduce_axes == _parameter_axes(cache, weight.ndim)
+
+
+def _statistic_sums_from_parameter_grads(dy, cache: NormCache, dweight, dbias):
+    """Σ ĝ·x̂ and Σ ĝ over the reduction axes, from dγ and dβ, with no pass over ĝ = dy·γ.
+
+    When the statistics are summed over exactly the axes γ broadcasts over
+    (BatchNorm: every axis but the features), γ is a constant factor inside the
+    backward's two sums, and what is left are the parameter gradients::
+
+        Σ ĝ·x̂ = Σ dy·γ·x̂ = γ·Σ dy·x̂ = γ·dγ        Σ ĝ = γ·Σ dy = γ·dβ
+
+    so BatchNorm's backward needs no full-size ĝ and no pass over it (Σ dy is
+    summed here only when there is no dβ to reuse).
+    """
+    weight = cache.weight
+    same_axes = cache.bias_shape == weight.shape
+    sum_dy = dbias if same_axes else reduce_sum(dy, _parameter_axes(cache, weight.ndim))
+    return weight * dweight, weight * sum_dy

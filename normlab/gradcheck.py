@@ -9,6 +9,10 @@ The check compares ``layer.backward`` with central differences of the scalar
 where ``g`` is a fixed *random* upstream gradient. A random ``g`` matters:
 with ``g = 1`` the loss is ``sum(BatchNorm(x))``, whose gradient with respect
 to ``x`` is exactly 0 for any input, so a wrong backward could pass.
+
+:func:`jacobian` uses the same backward the other way round: one pass per output
+entry, with a one-hot upstream gradient, gives the full matrix ∂y/∂x, the tool for
+questions such as "which inputs does this output depend on?".
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import copy
 
 import numpy as np
 
-__all__ = ["gradcheck", "numerical_gradient", "relative_error"]
+__all__ = ["gradcheck", "jacobian", "numerical_gradient", "relative_error"]
 
 _UPSTREAM_STREAM = 7919  # any constant: keeps the upstream gradient apart from the data
 
@@ -110,3 +114,47 @@ def gradcheck(layer, x: np.ndarray, mask=None, *, step: float = 1e-6, seed: int 
     for name, value in probe.params.items():
         errors[name] = relative_error(analytic_grads[name], numerical_gradient(loss, value, step))
     return errors
+
+
+def jacobian(layer, x: np.ndarray, mask=None, *, outputs=...) -> np.ndarray:
+    """∂y/∂x of ``layer`` at ``x``, from its backward: one pass per output entry.
+
+    The backward of ``L = Σ_k g_k y_k`` is ``Σ_k g_k ∂y_k/∂x``; with the one-hot
+    upstream gradient ``g = e_k`` it is row ``k`` of the Jacobian, ∂y_k/∂x. The
+    forward runs once, on ``x`` (so BatchNorm in training mode updates its
+    running statistics once), then one backward per output entry.
+
+    Parameters
+    ----------
+    layer : anything with ``__call__(x, mask=mask)`` and ``backward(dy)``.
+    x : ndarray, the input.
+    mask : optional bool ndarray of shape ``x.shape[:-1]``, passed to the forward.
+    outputs : index into ``y``, default all of ``y``
+        The output entries whose rows are computed, e.g. ``0`` for the first
+        sample's outputs only: far fewer backward passes for a large batch.
+
+    Returns
+    -------
+    ndarray of shape ``y[outputs].shape + x.shape`` and ``x``'s dtype, with
+    ``result[i, ..., j, ...] = ∂y[outputs][i, ...]/∂x[j, ...]``. For
+    ``x`` of shape (B, D) and all outputs: (B, D, B, D), entry
+    ``[i, k, j, l] = ∂y[i, k]/∂x[j, l]``.
+
+    Examples
+    --------
+    >>> import numpy as np, normlab as nl
+    >>> x = np.random.default_rng(0).normal(size=(3, 4))
+    >>> full = jacobian(nl.LayerNorm(4, dtype=np.float64), x)  # (3, 4, 3, 4)
+    >>> bool(np.all(full[0, :, 1:] == 0))   # LayerNorm: sample 0 ignores samples 1, 2
+    True
+    """
+    y = layer(x, mask=mask)
+    chosen = np.arange(y.size).reshape(y.shape)[outputs]  # flat indices into y
+    result = np.empty((*np.shape(chosen), *np.shape(x)), dtype=np.asarray(x).dtype)
+    rows = result.reshape(-1, *np.shape(x))  # a view: one row per chosen output entry
+    upstream = np.zeros(y.shape, dtype=y.dtype)  # one-hot, at one output entry at a time
+    for row, flat_index in zip(rows, np.ravel(chosen), strict=True):
+        upstream.flat[flat_index] = 1.0
+        row[...] = layer.backward(upstream)
+        upstream.flat[flat_index] = 0.0
+    return result

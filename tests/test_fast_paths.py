@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import normlab as nl
+from normlab import _fastsum
 from normlab import functional as F
 
 EPS = 1e-5
@@ -157,5 +158,5 @@ def test_layers_match_the_plain_formulas(kind, x_shape, dtype, use_mask):
 def test_the_groupnorm_case_repeats_its_statistics_along_the_group():
     """The first GroupNorm case above must take that path, or it tests nothing new."""
     grouped = (2, 16, 16, 4, 2)  # (N, H, W, G, C/G)
-    assert F._spelled_out_shape((2, 1, 1, 4, 1), grouped) == (2, 1, 1, 4, 2)
-    assert F._spelled_out_shape((2, 1, 1, 4, 1), (2, 2, 2, 4, 2)) is None  # too small to pay
+    assert _fastsum.short_run_shape((2, 1, 1, 4, 1), grouped) == (2, 1, 1, 4, 2)
+    assert _fastsum.short_run_shape((2, 1, 1, 4, 1), (2, 2, 2, 4, 2)) is None  # too small to pay

@@ -4,7 +4,8 @@
 the input and for each parameter. The last tests make sure the checker is not vacuous:
 it flags a backward that is wrong in the input gradient, in one parameter gradient, or
 in the classic ways (forgetting the statistics; returning the zero gradient that the
-``sum(BatchNorm(x))`` loss would wrongly confirm).
+``sum(BatchNorm(x))`` loss would wrongly confirm). ``jacobian`` builds the full ∂y/∂x
+from the backward; it is checked against finite differences and BatchNorm's formula.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from conftest import LAYER_KINDS, build_layer
 
 import normlab as nl
+from normlab.gradcheck import jacobian, relative_error
 
 #: A right backward measures at most 3e-9 here; the wrong ones below, 1e-5 or more.
 GRADCHECK_TOLERANCE = 1e-7
@@ -176,3 +178,49 @@ def test_gradcheck_flags_backward_that_ignores_the_statistics(rng):
     assert errors["input"] > 1e-2
     assert errors["weight"] < GRADCHECK_TOLERANCE
     assert errors["bias"] < GRADCHECK_TOLERANCE
+
+
+# ---------------------------------------------------------------------------
+# The Jacobian from the backward
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_mask", [False, True], ids=["no-mask", "mask"])
+def test_jacobian_from_backward_equals_finite_differences(kind, use_mask, rng):
+    x_shape = (2, 3, 6)
+    layer = build_layer(kind, rng=rng)
+    x = rng.normal(0.5, 2.0, size=x_shape)
+    mask = padding_mask((3, 2), length=3) if use_mask else None
+    full = jacobian(layer, x, mask=mask)
+    assert full.shape == x_shape + x_shape
+    numeric = np.empty_like(full)
+    step = 1e-6
+    for index in np.ndindex(x_shape):  # the column ∂y/∂x[index], by central differences
+        plus, minus = x.copy(), x.copy()
+        plus[index] += step
+        minus[index] -= step
+        numeric[(..., *index)] = (layer(plus, mask=mask) - layer(minus, mask=mask)) / (2 * step)
+    assert relative_error(full, numeric) < GRADCHECK_TOLERANCE
+
+
+def test_jacobian_of_chosen_outputs_is_that_slice_of_the_full_jacobian(rng):
+    layer = build_layer("batch", rng=rng)
+    x = rng.normal(size=(3, 4, 6))
+    full = jacobian(layer, x)
+    np.testing.assert_array_equal(jacobian(layer, x, outputs=0), full[0])  # (4, 6, 3, 4, 6)
+    np.testing.assert_array_equal(jacobian(layer, x, outputs=(1, 2, 3)), full[1, 2, 3])
+
+
+def test_batchnorm_jacobian_matches_the_formula_off_the_diagonal(rng):
+    # ∂y_ik/∂x_jk = γ_k rstd_k (-1 - x̂_ik x̂_jk) / B for samples i ≠ j; features never mix
+    batch_size = 5
+    layer = build_layer("batch", 3, rng=rng)
+    x = rng.normal(size=(batch_size, 3))
+    full = jacobian(layer, x)  # (B, D, B, D)
+    rstd = 1 / np.sqrt(x.var(axis=0) + layer.eps)
+    xhat = (x - x.mean(axis=0)) * rstd
+    weight = layer.params["weight"]
+    i, j, k = 1, 3, 2
+    expected = weight[k] * rstd[k] * (-1 - xhat[i, k] * xhat[j, k]) / batch_size
+    assert np.isclose(full[i, k, j, k], expected, rtol=1e-12)
+    assert full[i, 0, j, 1] == 0.0

@@ -65,6 +65,7 @@ from matplotlib.ticker import FuncFormatter
 
 from normlab import plotting
 from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.gradcheck import jacobian
 from normlab.layers import make_norm
 
 NAME = "batch_coupling"
@@ -225,23 +226,6 @@ def measure_coupling(run: dict) -> dict:
             "spread": float(np.mean(spread)),
             "max_abs_change": float(np.max(np.abs(change))),
         }
-    return result
-
-
-def jacobian(layer, x: np.ndarray) -> np.ndarray:
-    """∂y/∂x of ``layer`` at ``x`` (B, D), from its backward: shape (B, D, B, D).
-
-    One backward pass per output entry (i, k), with the one-hot upstream
-    gradient e_{ik}, gives the row ∂y_{ik}/∂x. The forward is done once.
-    """
-    layer(x)
-    batch_size, num_features = x.shape
-    result = np.empty((batch_size, num_features, batch_size, num_features))
-    for i in range(batch_size):
-        for k in range(num_features):
-            one_hot = np.zeros_like(x)
-            one_hot[i, k] = 1.0
-            result[i, k] = layer.backward(one_hot)
     return result
 
 
