@@ -20,6 +20,7 @@ from normlab.gradcheck import gradcheck
 from normlab.layers import (
     NORM_KINDS,
     BatchNorm,
+    BatchRenorm,
     GroupNorm,
     InstanceNorm,
     LayerNorm,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NORM_KINDS",
     "BatchNorm",
+    "BatchRenorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
