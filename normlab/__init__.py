@@ -16,6 +16,7 @@ GroupNorm(8, 64, eps=1e-05, affine=True)
 """
 
 from normlab import functional
+from normlab.folding import fold_all_batchnorms, fold_batchnorm
 from normlab.gradcheck import gradcheck
 from normlab.layers import (
     NORM_KINDS,
@@ -42,6 +43,8 @@ __all__ = [
     "Module",
     "Norm",
     "RMSNorm",
+    "fold_all_batchnorms",
+    "fold_batchnorm",
     "functional",
     "gradcheck",
     "make_norm",
