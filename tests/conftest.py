@@ -2,7 +2,7 @@
 
 * ``rng``: a numpy Generator with a fixed seed, fresh for every test.
 * ``torch``: the torch module; the test is skipped only when torch cannot be imported.
-* ``kind``: parametrizes a test over the four layers ("batch", "layer", "rms", "group").
+* ``kind``: parametrizes a test over the five layers ("batch", "layer", "rms", "group", "instance").
 * ``build_layer``: a layer from :func:`normlab.make_norm`, with ``rng`` a random (not 1/0)
   weight and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
 * ``reference_pass``: what a layer computes, from the textbook :mod:`normlab.reference`.
@@ -21,7 +21,7 @@ import normlab as nl
 from normlab import reference
 
 SEED = 20240617
-LAYER_KINDS = ("batch", "layer", "rms", "group")
+LAYER_KINDS = ("batch", "layer", "rms", "group", "instance")
 
 #: The channel count used by ``build_layer`` when a test does not care, and the default
 #: number of groups: two groups of three channels, so that even on (N, C) input every

@@ -340,6 +340,8 @@ def test_reused_layer_gives_the_results_of_a_fresh_layer(kind, training, rng):
     """Calls with changing shapes and dtypes leak nothing through reused internal buffers."""
     reused = build_layer(kind, rng=rng).train(training)
     for x_shape, dtype, use_mask in CHANGING_CALLS:
+        if kind == "instance" and len(x_shape) == 2:
+            continue  # InstanceNorm needs a time or spatial axis
         fresh = build_layer(kind)
         copy_state(reused, fresh)
         x = rng.normal(1.0, 2.0, size=x_shape).astype(dtype)
