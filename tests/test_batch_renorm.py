@@ -1,7 +1,8 @@
 """Batch Renormalization (Ioffe, 2017): normlab.BatchRenorm against the paper and BatchNorm.
 
-* the training forward equals a plain numpy transcription of the paper's Algorithm 1
-  (clipped and unclipped r and d, with a mask);
+* the training forward and backward equal the textbook version of the paper's Algorithm 1
+  (``normlab.reference.batch_renorm_forward`` / ``_backward``; clipped and unclipped r and
+  d, with a mask);
 * with r_max = 1 and d_max = 0 it is BatchNorm, bit for bit (outputs, gradients,
   running statistics, over several steps);
 * the backward treats r and d as constants: float64 finite differences agree once r and
@@ -20,31 +21,11 @@ import numpy as np
 import pytest
 
 import normlab as nl
+from normlab import reference
 from normlab.gradcheck import numerical_gradient, relative_error
 
 X_SHAPE = (4, 3, 6)  # (N, T, C)
 GRADCHECK_TOLERANCE = 1e-7
-
-
-def paper_batch_renorm(x, weight, bias, running_mean, running_var, eps, r_max, d_max, mask=None):
-    """Algorithm 1 of Ioffe (2017), training mode, written out for features-last x (N, T, C).
-
-    σ_B = sqrt(var_B + eps) and σ = sqrt(running_var + eps); r and d come from the running
-    statistics before this batch. Returns (y, r, d).
-    """
-    values = x.reshape(-1, x.shape[-1])  # (N·T, C): every value of a feature in one column
-    if mask is not None:
-        values = values[mask.reshape(-1)]  # the real tokens only
-    batch_mean = values.mean(axis=0)  # μ_B, (C,)
-    batch_std = np.sqrt(((values - batch_mean) ** 2).mean(axis=0) + eps)  # σ_B, (C,)
-    running_std = np.sqrt(running_var + eps)  # σ, (C,)
-    r = np.clip(batch_std / running_std, 1 / r_max, r_max)  # (C,)
-    d = np.clip((batch_mean - running_mean) / running_std, -d_max, d_max)  # (C,)
-    xhat = (x - batch_mean) / batch_std * r + d  # (N, T, C)
-    y = weight * xhat + bias
-    if mask is not None:
-        y = np.where(mask[..., None], y, 0.0)
-    return y, r, d
 
 
 def renorm_layer(rng, num_features=X_SHAPE[-1], *, layer_class=nl.BatchRenorm, **options):
@@ -70,25 +51,23 @@ def padding_mask() -> np.ndarray:
 
 @pytest.mark.parametrize("use_mask", [False, True], ids=["no-mask", "mask"])
 @pytest.mark.parametrize(("r_max", "d_max"), [(1.0, 0.0), (1.5, 0.5), (3.0, 5.0), (np.inf, np.inf)])
-def test_training_forward_is_the_papers_algorithm_1(r_max, d_max, use_mask, rng):
+def test_training_pass_is_the_papers_algorithm_1(r_max, d_max, use_mask, rng):
     layer = renorm_layer(rng, r_max=r_max, d_max=d_max)
-    x = rng.normal(0.5, 2.0, size=X_SHAPE)
+    x, dy = rng.normal(0.5, 2.0, size=X_SHAPE), rng.normal(size=X_SHAPE)
     mask = padding_mask() if use_mask else None
-    expected, r, d = paper_batch_renorm(
-        x,
-        layer.params["weight"],
-        layer.params["bias"],
-        layer.running_mean.copy(),
-        layer.running_var.copy(),
-        layer.eps,
-        r_max,
-        d_max,
-        mask,
+    weight, bias = layer.params["weight"].copy(), layer.params["bias"].copy()
+    running = layer.running_mean.copy(), layer.running_var.copy()  # before the update
+    expected, cache = reference.batch_renorm_forward(
+        x, weight, bias, *running, layer.eps, r_max, d_max, mask=mask
     )
-    y = layer(x, mask=mask)
-    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    expected_dx, expected_dweight, expected_dbias = reference.batch_renorm_backward(dy, cache)
+    r, d = cache[2].reshape(-1), cache[3].reshape(-1)
+    np.testing.assert_allclose(layer(x, mask=mask), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(layer.correction.r, r, rtol=1e-13)
     np.testing.assert_allclose(layer.correction.d, d, rtol=1e-13, atol=1e-15)
+    assert relative_error(layer.backward(dy), expected_dx) < 1e-12
+    assert relative_error(layer.grads["weight"], expected_dweight) < 1e-12
+    assert relative_error(layer.grads["bias"], expected_dbias) < 1e-12
 
 
 def test_the_cases_above_include_clipped_and_unclipped_corrections(rng):
