@@ -502,9 +502,12 @@ class BatchNorm(Norm):
         if isinstance(bessel, np.ndarray):
             bessel = bessel.astype(var.dtype)
         unbiased_var = var * bessel
-        # one row per ghost batch (a single row without ghost batches): their average
-        batch_mean = mean.reshape(-1, self.num_features).mean(axis=0)  # (C,)
-        batch_var = unbiased_var.reshape(-1, self.num_features).mean(axis=0)  # (C,)
+        ghost_means = mean.reshape(-1, self.num_features)  # (G, C): G ghost batches, or 1
+        ghost_vars = unbiased_var.reshape(-1, self.num_features)  # (G, C)
+        if len(ghost_means) == 1:  # no ghost batches: the batch's own statistics
+            batch_mean, batch_var = ghost_means[0], ghost_vars[0]  # (C,)
+        else:  # one step towards the ghost batches' average
+            batch_mean, batch_var = ghost_means.mean(axis=0), ghost_vars.mean(axis=0)  # (C,)
         self.running_mean[...] = (1 - factor) * self.running_mean + factor * batch_mean
         self.running_var[...] = (1 - factor) * self.running_var + factor * batch_var
 
