@@ -18,12 +18,33 @@ They give the results of the plain numpy lines up to the order of the additions;
 from __future__ import annotations
 
 import math
+from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["SHORT_RUN", "reduce_sum", "reduce_sum_product", "repeat_along_short_run"]
+__all__ = [
+    "OPEN_COUNTERS",
+    "SHORT_RUN",
+    "reduce_sum",
+    "reduce_sum_product",
+    "repeat_along_short_run",
+]
+
+
+# ---------------------------------------------------------------------------
+# Counting the reductions (normlab.instruments.count_reductions opens the counters)
+# ---------------------------------------------------------------------------
+
+#: The counters of the :func:`normlab.instruments.count_reductions` blocks now open.
+#: Empty except inside such a block, so each reduction pays one truth test for it.
+OPEN_COUNTERS: list[Counter] = []
+
+
+def _counted(name: str) -> None:
+    for counter in OPEN_COUNTERS:
+        counter[name] += 1
 
 
 # ---------------------------------------------------------------------------
@@ -93,6 +114,8 @@ def reduce_sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     Example: for ``x`` of shape (N, T, D), ``axes=(2,)`` gives (N, T, 1) and
     ``axes=(0, 1)`` gives (1, 1, D).
     """
+    if OPEN_COUNTERS:
+        _counted("reduce_sum")
     if not axes:
         return x.copy()
     if x.size == 0 or not x.flags.c_contiguous or x.dtype.kind != "f":
@@ -120,6 +143,8 @@ def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> n
     Example: for ``a`` and ``b`` of shape (N, T, D), ``axes=(2,)`` gives
     (N, T, 1), one dot product per token.
     """
+    if OPEN_COUNTERS:
+        _counted("reduce_sum_product")
     if not axes:
         return a * b
     plan = _sum_plan(a.shape, tuple(axes))
