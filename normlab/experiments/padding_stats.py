@@ -35,9 +35,9 @@ changes sign for features with |m| > √v: the zeros shrink the variance by f an
 widen it by the gap between them and the real values. So the variance error is
 not monotone in p for every feature; the mean error is. The masked statistics
 leave the pads out and differ from the float64 truth by float32 rounding only:
-each of the n ≈ N·T·(1 − p) additions of a sum may round (ε = 1.2e-7), which
-gives relative errors of ~1e-7 to a few 1e-6 here; the mean error in units of
-the std is that times |m|/√v.
+each of the n ≈ N·T·(1 − p) additions of a sum may round (by up to ε = 1.2e-7
+relative), so the relative errors are a few ε up to √n·ε; the mean error in units
+of the std is that times |m|/√v.
 
 LayerNorm and RMSNorm normalize each token with its own D features, so a real
 token's output cannot depend on the pads. Measured three ways: (1) the same
@@ -52,6 +52,10 @@ handled in blocks of four, the last ones by another kernel). The mathematics
 is padding-free; the last bit of a float32 sum can depend on the batch shape.
 (With the current core, LayerNorm's mean goes through that product and shows
 it; RMSNorm's mean square is an ``einsum`` per row and does not.)
+
+What would refute the claims: masked BatchNorm statistics off the real-token truth by
+more than float32 rounding, unmasked errors that do not follow the exact formula above,
+or any difference at all in a LayerNorm or RMSNorm output when the pad values change.
 """
 
 from __future__ import annotations
@@ -64,7 +68,13 @@ from matplotlib.figure import Figure
 import normlab as nl
 from normlab import functional as F
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    numbers,
+    seeds,
+)
 
 NAME = "padding_stats"
 
@@ -110,27 +120,18 @@ class Config(ExperimentConfig):
         One batch (lengths and values) per seed and padding fraction.
     """
 
-    padding_fractions: tuple[float, ...] = TENTHS
-    batch_size: int = 32
-    seq_len: int = 64
-    num_features: int = 16
-    seeds: tuple[int, ...] = tuple(range(5))
+    padding_fractions: tuple[float, ...] = numbers(TENTHS, minimum=0, below=1)
+    batch_size: int = integer(32, minimum=1)
+    seq_len: int = integer(64, minimum=1)
+    num_features: int = integer(16, minimum=1)
+    seeds: tuple[int, ...] = seeds(5)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(padding_fractions=(0.0, 0.2, 0.4, 0.8), batch_size=16, seq_len=32, seeds=(0, 1))
 
     def validate(self) -> None:
-        super().validate()
-        for name in ("batch_size", "seq_len", "num_features"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-        if not self.padding_fractions:
-            raise ValueError("padding_fractions must not be empty")
         for fraction in self.padding_fractions:
-            if not 0 <= fraction < 1:
-                raise ValueError(f"padding_fractions must be in [0, 1), got {fraction}")
             real_tokens = _real_token_count(self.batch_size, self.seq_len, fraction)
             if real_tokens < max(self.batch_size, 2):
                 raise ValueError(
@@ -270,17 +271,11 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``token_norms[kind][comparison]``: max |Δy| over real tokens, fractions × seeds;
         ``float32_eps``; ``headline``.
     """
-    runs = grid(padding_fraction=config.padding_fractions, seed=config.seeds)
-    for one_run in runs:  # part of the cache key: they change the numbers
-        one_run.update(
-            batch_size=config.batch_size, seq_len=config.seq_len, num_features=config.num_features
-        )
-    measured = sweep(NAME, measure_one, runs, options)
+    runs = config.runs(padding_fraction="padding_fractions", seed="seeds")
+    measured = runs.measure(NAME, measure_one, options)
 
-    shape = (len(config.padding_fractions), len(config.seeds))  # grid order: fraction, seed
-
-    def table(get) -> list:
-        return np.reshape([get(one) for one in measured], shape).tolist()
+    def table(get) -> list:  # (fractions, seeds)
+        return measured.table(get).tolist()
 
     results = {
         "config": config.to_dict(),
@@ -292,7 +287,9 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
             stat: table(lambda one, stat=stat: one["predicted_unmasked"][stat])
             for stat in ("mean_error", "var_error")
         },
-        "layer_reading_vs_moments": max(one["layer_reading_vs_moments"] for one in measured),
+        "layer_reading_vs_moments": max(
+            one["layer_reading_vs_moments"] for one in measured.results
+        ),
         "token_norms": {
             kind: {
                 key: table(lambda one, kind=kind, key=key: one["token_norms"][kind][key])
@@ -379,7 +376,8 @@ def plot(results: dict) -> Figure:
         ax.set_ylim(ERROR_FLOOR / 3, 30)
         ax.set_xlabel("padding fraction p")
         ax.set_title(title, fontsize=14, loc="left")
-    axes[0].set_ylabel("worst feature's error (median, band: min–max)")
+    spread = " (median, band: min–max)" if len(config["seeds"]) > 1 else ""
+    axes[0].set_ylabel(f"worst feature's error{spread}")
     axes[0].legend(loc="center right")
 
     ax = axes[2]
@@ -425,8 +423,9 @@ def plot(results: dict) -> Figure:
         "Padding corrupts BatchNorm's batch statistics unless it is masked; "
         "LayerNorm and RMSNorm never see it",
         f"N = {config['batch_size']} sequences, padded to T = {config['seq_len']}, "
-        f"D = {config['num_features']}, float32, zeros at the pads, {len(config['seeds'])} seeds "
-        "(line: median, band: min–max). Truth: float64 statistics of the real tokens. BatchNorm "
+        f"D = {config['num_features']}, float32, zeros at the pads, "
+        f"{plotting.spread_caption(len(config['seeds']))}. "
+        "Truth: float64 statistics of the real tokens. BatchNorm "
         "statistics read from one training step with momentum = 1. (c) differences of a few ulps "
         "come from BLAS summation order, which depends on the number of rows in a call "
         "(the control shows them without any padding), not from the pads.",
