@@ -118,9 +118,9 @@ def test_dependencies_are_the_modules_the_measurement_imports():
         "normlab._fastsum",
         "normlab.functional",
     ]
-    training_run = dependencies.dependencies(accuracy_vs_batch_size.train_one)
+    training_run = dependencies.dependencies(accuracy_vs_batch_size.measure_one)
     assert {"normlab.training", "normlab.nn", "normlab.data", "normlab.layers"} <= set(training_run)
-    for measured in (batch_stat_noise.measure_one, accuracy_vs_batch_size.train_one):
+    for measured in (batch_stat_noise.measure_one, accuracy_vs_batch_size.measure_one):
         assert not set(dependencies.dependencies(measured)) & dependencies.PRESENTATION_MODULES
         assert "normlab.experiments.framework" not in dependencies.dependencies(measured)
 

@@ -74,7 +74,7 @@ from normlab.training import TrainingSetup
 NAME = "accuracy_vs_batch_size"
 
 #: The methods compared, in legend order (keys of ``plotting.METHODS``).
-NORMS = ("none", "batch", "layer", "rms", "group")
+METHODS = ("none", "batch", "layer", "rms", "group")
 
 #: "Within one point": BatchNorm's median test accuracy at most this many
 #: percentage points below LayerNorm's.
@@ -103,7 +103,7 @@ class Config(ExperimentConfig):
         optimizer and learning-rate rule.
     """
 
-    norms: tuple[str, ...] = choices(NORMS, NORM_KINDS)
+    norms: tuple[str, ...] = choices(METHODS, NORM_KINDS)
     batch_sizes: tuple[int, ...] = integers((2, 4, 8, 16, 32, 64, 128), minimum=1)
     seeds: tuple[int, ...] = seeds(3)
     training: TrainingSetup = setup(TrainingSetup)
@@ -131,7 +131,7 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def train_one(run: dict) -> dict:
+def measure_one(run: dict) -> dict:
     """One training run: the norm, batch size and seed of ``run``, trained by its setup."""
     return training.train_mlp(
         norm=run["norm"], batch_size=run["batch_size"], seed=run["seed"], **run["training"]
@@ -153,7 +153,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``headline``: the numbers quoted in the README.
     """
     runs = config.runs(norm="norms", batch_size="batch_sizes", seed="seeds")
-    table = runs.measure(NAME, train_one, options).table  # (norms, batch sizes, seeds)
+    table = runs.measure(NAME, measure_one, options).table  # (norms, batch sizes, seeds)
 
     test_accuracy, train_accuracy = table("test_accuracy_eval"), table("train_accuracy_eval")
     first_norm_first_seed = table("steps")[0, :, 0], table("samples_seen")[0, :, 0]

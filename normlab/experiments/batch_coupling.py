@@ -78,7 +78,7 @@ from normlab.layers import make_norm
 NAME = "batch_coupling"
 
 #: Methods of part (a), keys of plotting.METHODS.
-COUPLING_METHODS = ("batch", "layer", "rms", "group")
+METHODS = ("batch", "layer", "rms", "group")
 
 #: Panels of part (b): (key in the results, method key for the colour, title).
 JACOBIAN_PANELS = (
@@ -194,8 +194,8 @@ def measure_coupling(run: dict) -> dict:
     inputs = data.digits_hidden_features(run["num_features"], run["network_seed"])  # (n, D)
     sample = sample_at_percentile(inputs, run["percentile"])
     rng = np.random.default_rng((run["seed"], run["batch_size"]))
-    layers = {method: make_layer(method, run["num_features"]) for method in COUPLING_METHODS}
-    outputs = {method: [] for method in COUPLING_METHODS}  # x₀'s output in each draw
+    layers = {method: make_layer(method, run["num_features"]) for method in METHODS}
+    outputs = {method: [] for method in METHODS}  # x₀'s output in each draw
     for _ in range(run["num_draws"]):
         batch = draw_batch(inputs, sample, run["batch_size"], rng)  # (B, D), x₀ first
         for method, layer in layers.items():
@@ -283,7 +283,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
                 ).tolist()
                 for quantity in ("spread", "max_abs_change")
             }
-            for method in COUPLING_METHODS
+            for method in METHODS
         }
         samples.append(
             {
@@ -317,7 +317,7 @@ def _headline(config: Config, samples: list[dict], jacobians: dict) -> dict:
                 batch_spread[-1] / sample["first_order_spread"][-1]
             ),
         }
-    for method in COUPLING_METHODS[1:]:
+    for method in METHODS[1:]:
         headline[f"{method}_max_abs_change_over_all_draws"] = float(
             max(np.max(sample["coupling"][method]["max_abs_change"]) for sample in samples)
         )
@@ -374,7 +374,7 @@ def _plot_coupling(ax, results: dict) -> None:
             linestyle=look["linestyle"],
             label=f"first-order theory, {which}",
         )
-    for method in COUPLING_METHODS[1:]:
+    for method in METHODS[1:]:
         style = plotting.method_style(method)
         spread = np.array([sample["coupling"][method]["spread"] for sample in results["samples"]])
         largest = max(

@@ -275,7 +275,7 @@ def unmasked_std_ratio_theory(padding_fraction: float) -> float:
     return float(1.0 / np.sqrt(1.0 - padding_fraction))
 
 
-def train_and_test(run: dict) -> dict:
+def measure_one(run: dict) -> dict:
     """Train one (method, seed) on short sequences; test it at every length in ``run["seq_lens"]``.
 
     Returns, per test length: eval-mode accuracy, the majority-class rate
@@ -333,7 +333,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``headline``: the numbers quoted in the README.
     """
     runs = config.runs(model="models", method="methods", seed="seeds")
-    measured = runs.measure(NAME, train_and_test, options)
+    measured = runs.measure(NAME, measure_one, options)
 
     batchnorm_methods = [method for method in config.methods if METHOD_SETUPS[method][0] == "batch"]
     by_model = {}

@@ -50,7 +50,7 @@ from normlab.experiments.framework import ExperimentConfig, SweepOptions, intege
 NAME = "norm_axes"
 
 #: The methods, in the order of the panels (keys of plotting.METHODS).
-METHOD_KEYS = ("batch", "layer", "rms", "group", "instance")
+METHODS = ("batch", "layer", "rms", "group", "instance")
 
 #: What is added to one entry of x to see which outputs move.
 PERTURBATION = 1.0
@@ -199,8 +199,8 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``same_groups_as_layer_norm[method]``: labels identical to LayerNorm's;
         ``headline``: the group size of each method.
     """
-    runs = config.runs(method=METHOD_KEYS)
-    measured = dict(zip(METHOD_KEYS, runs.measure(NAME, measure_one, options).results, strict=True))
+    runs = config.runs(method=METHODS)
+    measured = dict(zip(METHODS, runs.measure(NAME, measure_one, options).results, strict=True))
     layer_labels = measured["layer"]["labels"]
     return {
         "config": config.to_dict(),
@@ -287,8 +287,8 @@ def plot(results: dict) -> Figure:
     shape = results["shape"]
     num_samples, seq_len, num_features = shape
     highlight = config["highlight"]
-    figure, axes = plotting.subplots(1, len(METHOD_KEYS), width=20.0, height=9.2)
-    for ax, method in zip(axes, METHOD_KEYS, strict=True):
+    figure, axes = plotting.subplots(1, len(METHODS), width=20.0, height=9.2)
+    for ax, method in zip(axes, METHODS, strict=True):
         measured = results["methods"][method]
         labels = np.asarray(measured["labels"])
         style = plotting.METHODS[method]

@@ -86,10 +86,10 @@ FEATURE_MEAN_SPREAD = 1.0
 FEATURE_STD_RANGE = (0.5, 2.0)
 
 #: The two ways BatchNorm can treat the pads (keys of the results, and plotting.METHODS keys).
-VARIANTS = ("batch", "batch_masked")
+BATCH_METHODS = ("batch", "batch_masked")
 
 #: LayerNorm and RMSNorm, compared padded against unpadded.
-TOKEN_NORMS = ("layer", "rms")
+TOKEN_METHODS = ("layer", "rms")
 
 #: The three LayerNorm/RMSNorm comparisons (see the module docstring).
 COMPARISONS = ("pad_values", "padded_vs_unpadded", "arrangement")
@@ -248,12 +248,12 @@ def measure_one(run: dict) -> dict:
 
     return {
         "padding_fraction": 1.0 - real_fraction,
-        "mean_error": {variant: errors[variant][0] for variant in VARIANTS},
-        "var_error": {variant: errors[variant][1] for variant in VARIANTS},
+        "mean_error": {variant: errors[variant][0] for variant in BATCH_METHODS},
+        "var_error": {variant: errors[variant][1] for variant in BATCH_METHODS},
         "predicted_unmasked": {"mean_error": predicted[0], "var_error": predicted[1]},
         "layer_reading_vs_moments": moments_gap,
         "token_norms": {
-            kind: token_norm_differences(kind, x, mask, lengths) for kind in TOKEN_NORMS
+            kind: token_norm_differences(kind, x, mask, lengths) for kind in TOKEN_METHODS
         },
     }
 
@@ -281,8 +281,8 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         "config": config.to_dict(),
         "padding_fractions": list(config.padding_fractions),
         "measured_padding_fraction": table(lambda one: one["padding_fraction"]),
-        "mean_error": {v: table(lambda one, v=v: one["mean_error"][v]) for v in VARIANTS},
-        "var_error": {v: table(lambda one, v=v: one["var_error"][v]) for v in VARIANTS},
+        "mean_error": {v: table(lambda one, v=v: one["mean_error"][v]) for v in BATCH_METHODS},
+        "var_error": {v: table(lambda one, v=v: one["var_error"][v]) for v in BATCH_METHODS},
         "predicted_unmasked": {
             stat: table(lambda one, stat=stat: one["predicted_unmasked"][stat])
             for stat in ("mean_error", "var_error")
@@ -295,7 +295,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
                 key: table(lambda one, kind=kind, key=key: one["token_norms"][kind][key])
                 for key in (*COMPARISONS, "output_scale")
             }
-            for kind in TOKEN_NORMS
+            for kind in TOKEN_METHODS
         },
         "float32_eps": float(np.finfo(np.float32).eps),
     }
@@ -327,7 +327,7 @@ def _headline(results: dict) -> dict:
         "layer_reading_vs_moments_max_gap": results["layer_reading_vs_moments"],
         **{
             f"{kind}_{comparison}_max_abs_diff": float(np.max(token[kind][comparison]))
-            for kind in TOKEN_NORMS
+            for kind in TOKEN_METHODS
             for comparison in COMPARISONS
         },
     }
@@ -357,7 +357,7 @@ def plot(results: dict) -> Figure:
         ("var_error", "(b) batch variance: relative |error|"),
     )
     for ax, (stat, title) in zip(axes[:2], panels, strict=True):
-        for variant in VARIANTS:
+        for variant in BATCH_METHODS:
             errors = np.maximum(np.asarray(results[stat][variant]), ERROR_FLOOR)
             plotting.plot_spread(ax, fractions, errors, **plotting.method_style(variant))
         predicted = np.median(results["predicted_unmasked"][stat], axis=1)
@@ -381,7 +381,7 @@ def plot(results: dict) -> Figure:
     axes[0].legend(loc="center right")
 
     ax = axes[2]
-    for kind in TOKEN_NORMS:
+    for kind in TOKEN_METHODS:
         look = plotting.method_style(kind)
         for comparison in COMPARISONS:
             label, linestyle, labelled = _COMPARISON_LOOKS[comparison]
@@ -401,7 +401,7 @@ def plot(results: dict) -> Figure:
     for comparison in ("arrangement", "pad_values"):  # one legend entry per line style
         label, linestyle, _ = _COMPARISON_LOOKS[comparison]
         ax.plot([], [], color=plotting.REFERENCE_COLOR, linestyle=linestyle, label=label)
-    output_scale = float(np.max([results["token_norms"][k]["output_scale"] for k in TOKEN_NORMS]))
+    output_scale = float(np.max([results["token_norms"][k]["output_scale"] for k in TOKEN_METHODS]))
     plotting.reference_line(ax, fractions, np.full(len(fractions), eps32 * output_scale))
     plotting.annotate(ax, "float32 ε · max |y|", (fractions[0], eps32 * output_scale), above=5)
     plotting.annotate(

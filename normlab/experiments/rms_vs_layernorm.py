@@ -226,7 +226,7 @@ def transformations(
     }
 
 
-def invariance_one(run: dict) -> dict:
+def measure_invariance(run: dict) -> dict:
     """Relative output change for every (linear bias, method, transformation, eps) of one seed."""
     rng = np.random.default_rng(run["seed"])
     n, d, h = run["batch_size"], run["input_dim"], run["num_neurons"]
@@ -265,7 +265,7 @@ def standardized_rows(num_rows: int, row_dim: int, rng: np.random.Generator) -> 
     return centred / centred.std(axis=1, keepdims=True)
 
 
-def rms_vs_layer_one(run: dict) -> dict:
+def measure_rms_vs_layer(run: dict) -> dict:
     """Relative difference of RMSNorm and LayerNorm on rows with mean/std = ratio."""
     rng = np.random.default_rng(run["seed"])
     z = standardized_rows(run["num_rows"], run["row_dim"], rng)  # (rows, D), float64
@@ -346,7 +346,7 @@ def count_work(method: str, shape: tuple[int, int], affine: bool) -> dict:
     return counts
 
 
-def cost_one(run: dict) -> dict:
+def measure_cost(run: dict) -> dict:
     """Counted work of every method, with and without the affine γ (and β)."""
     shape = tuple(run["cost_shape"])
     return {
@@ -378,13 +378,13 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``work[method][variant][phase][kind]``: counts from part (c), variant
         ``"affine"`` or ``"no_affine"``, kind in :data:`WORK_KINDS`; ``headline``.
     """
-    invariance_measured = config.runs(seed="seeds").measure(NAME, invariance_one, options)
+    invariance_measured = config.runs(seed="seeds").measure(NAME, measure_invariance, options)
     # rows of mean/std = 0 (RMSNorm = LayerNorm), then the configured ratios
-    zero_mean = config.runs(ratio=(0.0,), seed="seeds").measure(NAME, rms_vs_layer_one, options)
+    zero_mean = config.runs(ratio=(0.0,), seed="seeds").measure(NAME, measure_rms_vs_layer, options)
     ratio_measured = config.runs(ratio="mean_to_std_ratios", seed="seeds").measure(
-        NAME, rms_vs_layer_one, options
+        NAME, measure_rms_vs_layer, options
     )
-    (work,) = config.runs().measure(NAME, cost_one, options).results
+    (work,) = config.runs().measure(NAME, measure_cost, options).results
 
     results = {
         "config": config.to_dict(),
