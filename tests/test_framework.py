@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import warnings
@@ -264,6 +265,11 @@ def test_processes_give_the_same_results_and_files_as_one(tmp_path):
     one, two = cache_files(tmp_path / "one", "vn"), cache_files(tmp_path / "two", "vn")
     assert [path.name for path in one] == [path.name for path in two]
     assert [path.read_bytes() for path in one] == [path.read_bytes() for path in two]
+
+
+def test_a_partial_is_refused_because_its_arguments_would_miss_the_cache_key():
+    with pytest.raises(TypeError, match="run dicts"):
+        sweep(NAME, functools.partial(square_plus_seed), RUNS)
 
 
 def test_sweep_options_reject_zero_jobs():

@@ -30,11 +30,11 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import functools
 import hashlib
 import inspect
 import sys
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
@@ -74,7 +74,7 @@ def _module_path(module: str, package_dir: Path) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256)
 def _parse(path: Path, mtime_ns: int, size: int) -> ast.Module:  # a new tree after an edit
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 

@@ -52,6 +52,7 @@ The pieces:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -605,6 +606,11 @@ def sweep(
     and further Ctrl-C during that cleanup is ignored, before KeyboardInterrupt is raised.
     """
     options = options or SweepOptions()
+    if isinstance(run_one, functools.partial):
+        raise TypeError(
+            f"{name}: sweep takes a module-level function, not functools.partial: put the bound "
+            "arguments into the run dicts, so that they are part of each run's cache key"
+        )
     runs = [_plain(run) for run in runs]
     cache_folder = options.cache_dir / name if options.cache_dir is not None else None
     if cache_folder is not None:
