@@ -45,4 +45,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_layers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache figures-quick
+	rm -rf $(VENV) .pytest_cache figures-quick figures-custom

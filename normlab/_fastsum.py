@@ -18,6 +18,7 @@ They give the results of the plain numpy lines up to the order of the additions;
 from __future__ import annotations
 
 import math
+from collections import Counter
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -25,7 +26,27 @@ import numpy as np
 
 from normlab.module import check_axes
 
-__all__ = ["SHORT_RUN", "reduce_sum", "reduce_sum_product", "repeat_along_short_run"]
+__all__ = [
+    "OPEN_COUNTERS",
+    "SHORT_RUN",
+    "reduce_sum",
+    "reduce_sum_product",
+    "repeat_along_short_run",
+]
+
+
+# ---------------------------------------------------------------------------
+# Counting the reductions (normlab.instruments.count_reductions opens the counters)
+# ---------------------------------------------------------------------------
+
+#: The counters of the :func:`normlab.instruments.count_reductions` blocks now open.
+#: Empty except inside such a block, so each reduction pays one truth test for it.
+OPEN_COUNTERS: list[Counter] = []
+
+
+def _counted(name: str) -> None:
+    for counter in OPEN_COUNTERS:
+        counter[name] += 1
 
 
 # ---------------------------------------------------------------------------
@@ -96,6 +117,8 @@ def reduce_sum(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
     ``axes=(0, 1)`` gives (1, 1, D).
     """
     axes = check_axes(axes, x.ndim, "reduce_sum")
+    if OPEN_COUNTERS:
+        _counted("reduce_sum")
     if not axes:
         return x.copy()
     if x.size == 0 or not x.flags.c_contiguous or x.dtype.kind != "f":
@@ -124,6 +147,8 @@ def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: int | tuple[int, ...]
     (N, T, 1), one dot product per token.
     """
     axes = check_axes(axes, a.ndim, "reduce_sum_product")
+    if OPEN_COUNTERS:
+        _counted("reduce_sum_product")
     if not axes:
         return a * b
     plan = _sum_plan(a.shape, axes)

@@ -13,10 +13,17 @@ as asked), its numbers ``<out>/<name>.json``, and caches every finished run in
 ``<out>/.cache/<name>/``: rerunning is instant, and an interrupted run (Ctrl-C)
 resumes where it stopped. ``--force`` recomputes.
 
+Where the files go without ``--out``: ``figures/`` holds the lecture figures, so only
+the default configuration writes there. A ``--quick`` run writes to ``figures-quick/``,
+any other change of configuration (``--batch-sizes``, ``--seq-lens``, ``--seeds``) to
+``figures-custom/``; the command says so before it runs.
+
 ``--batch-sizes``, ``--seq-lens`` and ``--seeds N`` (meaning seeds 0..N-1) change
 the experiments whose Config has that field and are ignored, with a note, by
-the others. Every input is checked before anything runs: a bad one gives a
-one-line ``normlab: error: ...`` on stderr, exit code 2, and no files.
+the others; sizes are sorted and repeats dropped, with a note. Every input is
+checked before anything runs: a bad one gives a one-line ``normlab: error: ...``
+on stderr, exit code 2, and no files. A config that runs but means little (e.g.
+a batch size so large that training takes a handful of steps) gets a warning.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +41,10 @@ from normlab.experiments.framework import (
     OVERRIDABLE_FIELDS,
     Experiment,
     ExperimentConfig,
+    ExperimentWarning,
     SweepOptions,
     apply_overrides,
+    ctrl_c_ignored,
     save_results,
 )
 
@@ -49,6 +59,12 @@ FLAGS = {"batch_sizes": "--batch-sizes", "seq_lens": "--seq-lens", "seeds": "--s
 
 #: Where the per-run cache lives, inside the output folder.
 CACHE_FOLDER = ".cache"
+
+#: Output folders when ``--out`` is not given: the lecture figures (default configuration
+#: only), quick runs, and every other configuration.
+LECTURE_FOLDER = Path("figures")
+QUICK_FOLDER = Path("figures-quick")
+CUSTOM_FOLDER = Path("figures-custom")
 
 
 class UsageError(Exception):
@@ -107,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     options.add_argument("--quick", action="store_true", help="small configs (seconds per figure)")
     options.add_argument(
-        "--out", type=Path, default=Path("figures"), help="output folder (default: figures)"
+        "--out",
+        type=Path,
+        default=None,
+        help=(
+            "output folder (default: figures/ for the default configuration, figures-quick/ "
+            "with --quick, figures-custom/ for any other)"
+        ),
     )
     options.add_argument(
         "--formats",
@@ -157,11 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return write_figures(plan)
     except KeyboardInterrupt:
-        print(
-            f"\nnormlab: interrupted; finished runs are kept in {plan.options.cache_dir}/ "
-            "and the same command resumes from them",
-            file=sys.stderr,
-        )
+        with ctrl_c_ignored():  # one message, however often Ctrl-C is pressed
+            print(
+                f"\nnormlab: interrupted; finished runs are kept in {plan.options.cache_dir}/ "
+                "and the same command resumes from them",
+                file=sys.stderr,
+            )
         return EXIT_INTERRUPTED
 
 
@@ -199,7 +222,8 @@ class Plan:
     out: Path
     formats: list[str]
     options: SweepOptions  # cache folder, jobs, force
-    notes: list[str]  # overrides that some experiments ignore
+    notes: list[str]  # overrides ignored or normalized, where the files go
+    warnings: list[str]  # configs that run but whose numbers may mean little
 
 
 def plan_figures(args: argparse.Namespace, names: Sequence[str] | None) -> Plan:
@@ -218,22 +242,45 @@ def plan_figures(args: argparse.Namespace, names: Sequence[str] | None) -> Plan:
         overrides["seeds"] = tuple(range(args.seeds))
 
     configured = []
-    notes = []
+    notes: list[str] = []
+    concerns: list[str] = []
     for experiment in selected:
         try:
-            config, ignored = apply_overrides(experiment.config(quick=args.quick), overrides)
+            config, ignored, normalized = apply_overrides(
+                experiment.config(quick=args.quick), overrides
+            )
         except ValueError as error:
             raise UsageError(f"{experiment.name}: {error}") from None
         notes.extend(
             f"{FLAGS[field]} does not apply to {experiment.name} (its Config has no {field})"
             for field in ignored
         )
+        notes.extend(f"{experiment.name}: {note}" for note in normalized)
+        concerns.extend(f"{experiment.name}: {concern}" for concern in config.concerns())
         configured.append((experiment, config))
 
     out = args.out
+    if out is None:
+        out = default_output_folder(configured, quick=args.quick)
+        if out != LECTURE_FOLDER:
+            notes.append(
+                f"not the default configuration, so the files go to {out}/ "
+                f"({LECTURE_FOLDER}/ keeps the lecture figures; --out DIR chooses the folder)"
+            )
     _check_writable(out)
     options = SweepOptions(cache_dir=out / CACHE_FOLDER, jobs=args.jobs, force=args.force)
-    return Plan(configured, out, list(dict.fromkeys(args.formats)), options, notes)
+    return Plan(configured, out, list(dict.fromkeys(args.formats)), options, notes, concerns)
+
+
+def default_output_folder(
+    configured: Sequence[tuple[Experiment, ExperimentConfig]], *, quick: bool
+) -> Path:
+    """figures/ when every config is its experiment's default, else figures-quick/ or -custom/."""
+    if all(config == experiment.config() for experiment, config in configured):
+        return LECTURE_FOLDER
+    if quick and all(config == experiment.config(quick=True) for experiment, config in configured):
+        return QUICK_FOLDER
+    return CUSTOM_FOLDER
 
 
 def _resolve_names(names: Sequence[str] | None) -> list[Experiment]:
@@ -263,12 +310,16 @@ def write_figures(plan: Plan) -> int:
     """Run each planned experiment, save its numbers and figures, print a summary."""
     for note in plan.notes:
         print(f"normlab: note: {note}", file=sys.stderr)
+    for concern in plan.warnings:
+        print(f"normlab: warning: {concern}", file=sys.stderr)
     width = max(len(experiment.name) for experiment, _ in plan.selected)
     lines = []
     started = time.perf_counter()
     for experiment, config in plan.selected:
         experiment_started = time.perf_counter()
-        results = experiment.run(config, plan.options)
+        with warnings.catch_warnings():  # its concerns were printed above, before any run
+            warnings.simplefilter("ignore", ExperimentWarning)
+            results = experiment.run(config, plan.options)
         json_path = save_results(plan.out / f"{experiment.name}.json", results)
         figure = experiment.plot(results)
         figure_paths = plotting.save_figure(figure, plan.out / experiment.name, plan.formats)

@@ -5,6 +5,8 @@ Nothing is downloaded and everything is determined by a seed:
 * :func:`load_digits_split` -- the 8x8 handwritten digits that ship inside
   scikit-learn (1797 images, 64 features, 10 classes), split into train and
   test with a fixed stratified split and standardized with train statistics.
+* :func:`digits_hidden_features` -- the digits train rows through a fixed random
+  ``Linear`` (and ReLU): what the first hidden layer of an MLP sees at initialization.
 * :func:`iterate_minibatches` -- shuffled index arrays for one epoch.
 * :func:`make_sequence_task` -- padded variable-length sequences whose labels
   need the earlier tokens ("is this token above the running mean so far?"),
@@ -15,21 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
+from normlab import nn
 from normlab.module import as_generator
 
 __all__ = [
     "DigitsSplit",
     "SequenceTask",
+    "digits_hidden_features",
     "iterate_minibatches",
     "load_digits_split",
     "make_sequence_task",
 ]
 
-#: a feature whose train standard deviation is below this is constant (digit borders)
+#: a feature whose train standard deviation is below this is constant (digit borders,
+#: a ReLU unit that is off for every image)
 _CONSTANT_FEATURE_STD = 1e-8
 
 
@@ -118,6 +124,30 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> DigitsSplit
         x_test=((x_test - mean) / std).astype(np.float32),
         y_test=y_test.astype(np.int64),
     )
+
+
+@lru_cache(maxsize=8)
+def digits_hidden_features(width: int, seed: int, *, relu: bool = False) -> np.ndarray:
+    """The digits train rows through a fixed random ``Linear(64, width)``, float64, read-only.
+
+    ``x @ W + b`` with :class:`normlab.nn.Linear`'s initialization drawn from ``seed``
+    (the same layer for the same seed in every process): the pre-activations the first
+    hidden layer of a digits MLP normalizes at initialization, with the statistics of
+    real data (skewed, heavy-tailed features) rather than Gaussian ones. With ``relu``
+    the features pass through a ReLU, and features that are 0 for every image (a dead
+    unit) are dropped, so the result may have fewer than ``width`` columns.
+
+    Returns an array of shape (1347, width) (or fewer columns), shared between calls:
+    it is read-only.
+    """
+    split = load_digits_split()
+    linear = nn.Linear(split.num_features, width, rng=seed, dtype=np.float64)
+    features = linear(split.x_train.astype(np.float64))  # (n, width)
+    if relu:
+        features = nn.ReLU()(features)
+        features = features[:, features.std(axis=0) > _CONSTANT_FEATURE_STD]
+    features.flags.writeable = False
+    return features
 
 
 # ---------------------------------------------------------------------------

@@ -409,8 +409,12 @@ def float_dtype(dtype, who: str) -> np.dtype:
 
 
 def as_float_array(x, who: str, what: str = "input") -> np.ndarray:
-    """``x`` as an ndarray if its dtype is floating, else a TypeError saying how to convert."""
-    x = np.asarray(x)
+    """``x`` as an ndarray if its dtype is floating, else a TypeError saying how to convert.
+
+    An ndarray subclass passes through as itself (``np.asanyarray``), so an instrumented
+    array (one that counts the operations it takes part in) reaches the computation.
+    """
+    x = np.asanyarray(x)
     if x.dtype.kind != "f":
         raise TypeError(
             f"{who} expects a floating-point {what}, got dtype {x.dtype}; "

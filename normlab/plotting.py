@@ -6,8 +6,10 @@
 * :data:`METHODS`: ONE colour and ONE marker per method, the same in every figure,
   from the colour-blind-safe Okabe–Ito palette (:data:`COLORS`). Use
   ``ax.plot(x, y, **method_style("batch"))``.
-* :func:`subplots`, :func:`set_title`, :func:`plot_spread`, :func:`reference_line`:
-  small helpers for the things every figure does.
+* :func:`subplots`, :func:`set_title`, :func:`plot_spread`, :func:`reference_line`,
+  :func:`log2_axis` (batch sizes, sequence lengths), :func:`annotate`: small helpers for
+  the things every figure does; :func:`spread_caption` and :func:`plural` word a caption
+  after the run ("1 seed", "median of 3 seeds, band: min–max").
 * :func:`save_figure`: PNG/SVG/PDF files with no date, no software version and
   stable SVG ids, so the same figure gives byte-identical files on every run.
 
@@ -29,6 +31,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from normlab._atomic import write_atomic
 
@@ -41,12 +44,16 @@ __all__ = [
     "REFERENCE_COLOR",
     "MethodStyle",
     "annotate",
+    "log2_axis",
     "method_label",
     "method_style",
+    "plain_log_labels",
     "plot_spread",
+    "plural",
     "reference_line",
     "save_figure",
     "set_title",
+    "spread_caption",
     "style",
     "styled",
     "subplots",
@@ -234,7 +241,8 @@ def plot_spread(
     """A line through the center of ``samples`` and a shaded band from their min to max.
 
     ``samples`` has shape ``(len(x), repeats)``: one row per x value, one column
-    per seed. ``center`` is ``"median"`` or ``"mean"``; say which in the figure.
+    per seed. ``center`` is ``"median"`` or ``"mean"``; say which in the figure
+    (:func:`spread_caption`). With one repeat there is no spread, and no band is drawn.
     Returns the line (for legends).
     """
     samples = np.asarray(samples, dtype=float)
@@ -246,9 +254,79 @@ def plot_spread(
         middle = np.mean(samples, axis=1)
     else:
         raise ValueError(f"center must be 'median' or 'mean', got {center!r}")
-    ax.fill_between(x, samples.min(axis=1), samples.max(axis=1), color=color, alpha=0.2, lw=0)
+    if samples.shape[1] > 1:
+        ax.fill_between(x, samples.min(axis=1), samples.max(axis=1), color=color, alpha=0.2, lw=0)
     (line,) = ax.plot(x, middle, color=color, marker=marker, label=label, **line_kwargs)
     return line
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 seed"``, ``"3 seeds"``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+#: The phrasings of :func:`spread_caption`, for several seeds.
+_SPREAD_FORMS = {
+    "count_first": "{seeds} (line{sep}{center}, band{sep}min–max)",
+    "count_last": "line{sep}{center}, band{sep}min–max over {seeds}",
+    "center_of": "line{sep}{center} of {seeds}, band{sep}min–max",
+}
+
+
+def spread_caption(
+    num_seeds: int, *, center: str = "median", form: str = "count_first", sep: str = ": "
+) -> str:
+    """How a :func:`plot_spread` figure summarizes its seeds, in words that fit the run.
+
+    With several seeds: ``"3 seeds (line: median, band: min–max)"`` (``form="count_first"``),
+    ``"line: median, band: min–max over 3 seeds"`` (``"count_last"``) or ``"line: median
+    of 3 seeds, band: min–max"`` (``"center_of"``); ``sep`` is the punctuation after
+    "line" and "band". With one seed there is no median and no band: ``"1 seed"``.
+    """
+    if form not in _SPREAD_FORMS:
+        raise ValueError(f"form must be one of {tuple(_SPREAD_FORMS)}, got {form!r}")
+    seeds = plural(num_seeds, "seed")
+    if num_seeds == 1:
+        return seeds
+    return _SPREAD_FORMS[form].format(seeds=seeds, center=center, sep=sep)
+
+
+def log2_axis(ax: Axes, values: Sequence[float], *, label: str | None = None) -> None:
+    """The x-axis of batch sizes or lengths: log base 2, a labelled tick at every value.
+
+    With a single value the axis spans a factor of two on each side of it, so the
+    point sits in the middle of the panel and is not hidden at an edge.
+    """
+    values = np.asarray(values)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(values, [_tick_label(value) for value in values])
+    ax.xaxis.set_minor_locator(NullLocator())  # the values are the ticks
+    if len(np.unique(values)) == 1:
+        ax.set_xlim(values[0] / 2, values[0] * 2)
+    if label is not None:
+        ax.set_xlabel(label)
+
+
+def plain_log_labels(axis) -> None:
+    """Plain numbers on a log axis (0.1, 0.02, 3) instead of 10⁻¹, 2×10⁻², 3×10⁰.
+
+    Minor ticks are labelled only at 2, 3 and 5 times a power of ten, so labels do not
+    crowd. ``axis`` is ``ax.xaxis`` or ``ax.yaxis``.
+    """
+    axis.set_major_formatter(_PLAIN)
+    axis.set_minor_formatter(FuncFormatter(_label_minor_tick))
+
+
+_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _label_minor_tick(value: float, _position) -> str:
+    leading_digit = round(value / 10 ** np.floor(np.log10(value)))
+    return f"{value:g}" if leading_digit in (2, 3, 5) else ""
+
+
+def _tick_label(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def reference_line(ax: Axes, x, y, *, label: str | None = None, **line_kwargs):

@@ -42,6 +42,7 @@ from normlab.layers import BatchNorm
 
 __all__ = [
     "LR_RULES",
+    "MIN_TRAINING_STEPS",
     "OPTIMIZERS",
     "TrainingSetup",
     "batchnorm_layers",
@@ -57,6 +58,11 @@ LR_RULES = ("linear", "sqrt", "constant")
 
 #: The optimizers :func:`train_mlp` knows.
 OPTIMIZERS = ("sgd", "adam")
+
+#: A run with fewer optimizer steps than this gets a warning: the network has hardly left
+#: its initialization, and under the linear rule a large batch takes these few steps at a
+#: large learning rate, so its accuracy says little about the batch size itself.
+MIN_TRAINING_STEPS = 20
 
 #: Inference is done in chunks of this many samples (eval mode: the result does
 #: not depend on the chunking).
@@ -113,16 +119,46 @@ class TrainingSetup:
             return f"lr = {base}·√(B/{reference}) (square-root scaling)"
         return f"lr = {base} (constant)"
 
-    def describe(self) -> str:
-        """One line for a figure caption: model, optimizer, learning-rate rule, budget."""
+    def steps(self, batch_size: int) -> int:
+        """Optimizer steps :func:`train_mlp` takes at ``batch_size`` (partial batches dropped)."""
+        return self.epochs * (len(digits().x_train) // batch_size)
+
+    def samples_seen(self, batch_size: int) -> int:
+        """Training samples :func:`train_mlp` passes at ``batch_size``: steps × batch size."""
+        return self.steps(batch_size) * batch_size
+
+    def describe(self, batch_sizes) -> str:
+        """One line for a figure caption: model, optimizer, learning-rate rule, budget.
+
+        The budget is what the runs at ``batch_sizes`` see: the last partial batch of
+        each epoch is dropped, so the samples seen differ a little between batch sizes.
+        """
         optimizer = f"SGD, momentum {self.momentum:g}" if self.optimizer == "sgd" else "Adam"
-        samples = self.epochs * len(digits().x_train)
+        samples = sorted({self.samples_seen(size) for size in batch_sizes})
+        seen = f"{samples[0]:,}" if len(samples) == 1 else f"{samples[0]:,}–{samples[-1]:,}"
+        at_every = " at every B" if len(batch_sizes) > 1 else ""
         return (
             f"MLP 64→{self.hidden}×{self.depth}→10 on digits; {optimizer}; "
             f"{self.lr_formula()}, constant over training; "
-            f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} "
-            f"(≈{samples:,} samples seen) at every B"
+            f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}{at_every} "
+            f"({seen} samples seen)"
         )
+
+    def few_steps(self, batch_sizes) -> list[str]:
+        """A warning for each batch size whose run takes fewer than :data:`MIN_TRAINING_STEPS`."""
+        warnings = []
+        for size in batch_sizes:
+            steps = self.steps(size)
+            if steps < MIN_TRAINING_STEPS:
+                lr = learning_rate(self.lr_rule, self.base_lr, size, self.reference_batch_size)
+                warnings.append(
+                    f"batch size {size} takes only {steps} optimizer step{'s' * (steps != 1)} "
+                    f"({self.epochs} epoch{'s' * (self.epochs != 1)} of "
+                    f"{len(digits().x_train)} images) at lr {lr:g}, fewer than "
+                    f"{MIN_TRAINING_STEPS}: its accuracy says little; use more epochs "
+                    "(training=TrainingSetup(epochs=...)) or smaller batch sizes"
+                )
+        return warnings
 
 
 @lru_cache(maxsize=1)

@@ -2,7 +2,9 @@
 
 * ``rng``: a numpy Generator with a fixed seed, fresh for every test.
 * ``torch``: the torch module; the test is skipped only when torch cannot be imported.
-* ``kind``: parametrizes a test over the five layers ("batch", "layer", "rms", "group", "instance").
+* ``kind``: parametrizes a test over the layers of :data:`LAYER_KINDS`.
+* ``quick_runs``: every experiment's quick config, run once per session (shared by the
+  contract test and the science tests).
 * ``build_layer``: a layer from :func:`normlab.make_norm`, with ``rng`` a random (not 1/0)
   weight and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
 * ``reference_pass``: what a layer computes, from the textbook :mod:`normlab.reference`.
@@ -14,11 +16,14 @@ parameters and running statistics) so that float64 tests are float64 end to end.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import normlab as nl
-from normlab import reference
+from normlab import experiments, reference
+from normlab.experiments import SweepOptions
 
 SEED = 20240617
 LAYER_KINDS = ("batch", "layer", "rms", "group", "instance")
@@ -124,3 +129,43 @@ def reference_pass(layer, x, dy, mask=None, *, layer_input_dtype=None):
         raise TypeError(f"no textbook reference for {type(layer).__name__}")
     grads = {"weight": dweight, "bias": dbias}
     return y, dx, {name: grads[name] for name in layer.params}
+
+
+# ---------------------------------------------------------------------------
+# The experiments' quick configs, each run once per test session
+# ---------------------------------------------------------------------------
+
+
+class QuickRuns:
+    """Each registered experiment's quick config, run once and cached in one folder.
+
+    ``quick_runs.results(name)`` is what ``Experiment.run`` returns (canonical numbers);
+    ``quick_runs.records(name)`` the per-run cache records (``experiment``, ``function``,
+    ``run``, ``result``) that the sweep wrote. The contract test and the science tests of
+    every experiment share these, so no quick config runs twice.
+    """
+
+    def __init__(self, cache_dir) -> None:
+        self.cache_dir = cache_dir
+        self._results: dict[str, dict] = {}
+
+    def options(self) -> SweepOptions:
+        return SweepOptions(cache_dir=self.cache_dir, progress=False)
+
+    def results(self, name: str) -> dict:
+        if name not in self._results:
+            experiment = experiments.get(name)
+            self._results[name] = experiment.run(experiment.config(quick=True), self.options())
+        return self._results[name]
+
+    def records(self, name: str) -> list[dict]:
+        self.results(name)
+        return [
+            json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((self.cache_dir / name).glob("*.json"))
+        ]
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory) -> QuickRuns:
+    return QuickRuns(tmp_path_factory.mktemp("quick-runs"))

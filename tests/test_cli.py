@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -18,9 +20,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from normlab import experiments
-from normlab.cli import main
+from normlab.cli import build_parser, main, plan_figures
 from normlab.experiments import variance_numerics
-from normlab.experiments.framework import ExperimentConfig
+from normlab.experiments.framework import ExperimentConfig, integers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["figures", "--quick", "--only", "variance_numerics"]
@@ -29,15 +31,27 @@ QUICK_RUNS = len(variance_numerics.Config.quick().mean_to_std_ratios) * len(
 )
 
 
-def run_module(*args: str) -> subprocess.CompletedProcess:
-    """``python -m normlab ARGS`` with this checkout importable, as a user runs it."""
-    env = {
+def user_environment() -> dict:
+    return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    """``python -m normlab ARGS`` with this checkout importable, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "normlab", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "normlab", *args],
+        capture_output=True,
+        text=True,
+        env=user_environment(),
     )
+
+
+def plan(*arguments: str):
+    """What ``python -m normlab ARGS`` would do, checked, without running anything."""
+    args = build_parser().parse_args(list(arguments))
+    return plan_figures(args, [args.name] if args.command == "run" else args.only)
 
 
 @pytest.fixture
@@ -140,6 +154,88 @@ def test_overrides_change_the_config_or_are_noted(tmp_path, capsys):
     assert results["config"]["seeds"] == [0, 1]
 
 
+def test_without_out_only_the_default_configuration_writes_to_figures(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(QUICK) == 0
+    assert (tmp_path / "figures-quick" / "variance_numerics.png").is_file()
+    assert "files go to figures-quick/" in capsys.readouterr().err
+    assert main(["figures", "--only", "variance_numerics", "--seeds", "2"]) == 0
+    assert (tmp_path / "figures-custom" / "variance_numerics.json").is_file()
+    assert "files go to figures-custom/" in capsys.readouterr().err
+    assert not (tmp_path / "figures").exists(), "the lecture figures were overwritten"
+    assert main(["figures", "--only", "variance_numerics"]) == 0  # the default configuration
+    assert (tmp_path / "figures" / "variance_numerics.png").is_file()
+    assert "files go to" not in capsys.readouterr().err
+
+
+def test_unsorted_or_repeated_sizes_are_sorted_with_a_note(tmp_path):
+    planned = plan(
+        "figures",
+        "--quick",
+        "--only",
+        "batch_stat_noise",
+        "--batch-sizes",
+        "16",
+        "4",
+        "8",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
+    ((_, config),) = planned.selected
+    assert config.batch_sizes == (4, 8, 16)
+    assert "batch_stat_noise: batch_sizes 16 4 8 4 sorted and without repeats: 4 8 16" in (
+        planned.notes
+    )
+
+
+def test_a_batch_size_that_leaves_a_handful_of_steps_is_warned_about(tmp_path):
+    planned = plan(
+        "figures",
+        "--only",
+        "accuracy_vs_batch_size",
+        "--batch-sizes",
+        "1000",
+        "--out",
+        str(tmp_path),
+    )
+    (warning,) = planned.warnings
+    assert "batch size 1000 takes only 5 optimizer steps" in warning
+    assert "lr 3.125" in warning
+    assert not plan("figures", "--only", "accuracy_vs_batch_size", "--out", str(tmp_path)).warnings
+
+
+def test_ctrl_c_twice_during_a_two_job_run_prints_one_message_and_exits_130(tmp_path):
+    out = tmp_path / "figures"
+    cache = out / ".cache" / "accuracy_vs_batch_size"
+    command = [sys.executable, "-m", "normlab", *QUICK[:2], "--only", "accuracy_vs_batch_size"]
+    process = subprocess.Popen(
+        [*command, "--jobs", "2", "--out", str(out)],
+        env=user_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    while not (cache.is_dir() and any(cache.glob("*.json"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the parent and both workers
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGINT)  # and once more, impatiently
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr, stderr
+    assert stderr.count("normlab: interrupted") == 1
+    finished = sorted(cache.glob("*.json"))
+    assert finished, "the runs finished before the interrupt are kept"
+    for path in finished:
+        assert json.loads(path.read_text())["experiment"] == "accuracy_vs_batch_size"
+
+
 def test_run_command_is_figures_only_one(tmp_path):
     assert main(["run", "variance_numerics", "--quick", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "variance_numerics.png").exists()
@@ -172,6 +268,11 @@ def assert_usage_error(capsys, argv, out: Path, *expected: str) -> None:
         (["figures", "--batch-sizes", "four"], "must be an integer"),
         (["figures", "--seq-lens", "0"], "sequence length must be ≥ 1"),
         (["figures", "--seeds", "0"], "number of seeds must be ≥ 1"),
+        (["figures", "--only", "causal_leak", "--seq-lens", "1", "8"], "seq_lens must all be ≥ 2"),
+        (
+            ["run", "length_generalization", "--seq-lens", "1", "8"],
+            "length_generalization: seq_lens must all be ≥ 2",
+        ),
         (["figures", "--jobs", "0"], "jobs must be ≥ 1"),
         (["figures", "--formats", "jpg"], "invalid choice: 'jpg'"),
         (["figures", "--bogus"], "unrecognized arguments"),
@@ -207,14 +308,13 @@ def batchnorm_experiment(monkeypatch):
 
     @dataclasses.dataclass(frozen=True)
     class Config(ExperimentConfig):
-        batch_sizes: tuple[int, ...] = (2, 8)
+        batch_sizes: tuple[int, ...] = integers((2, 8), minimum=1)
 
         @classmethod
         def quick(cls):
             return cls(batch_sizes=(2,))
 
         def validate(self) -> None:
-            super().validate()
             if min(self.batch_sizes) < 2:
                 raise ValueError("batch size 1 cannot train BatchNorm (one sample has variance 0)")
 

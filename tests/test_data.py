@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from normlab.data import iterate_minibatches, load_digits_split, make_sequence_task
+from normlab import nn
+from normlab.data import (
+    digits_hidden_features,
+    iterate_minibatches,
+    load_digits_split,
+    make_sequence_task,
+)
 
 # ---------------------------------------------------------------------------
 # Digits
@@ -182,3 +188,16 @@ def test_sequence_task_bad_arguments():
         make_sequence_task(5, 2, 4, feature_dim=2, rng=0, target="pooled")
     with pytest.raises(ValueError, match="min_len"):
         make_sequence_task(5, 0, 4, feature_dim=2, rng=0)
+
+
+def test_digits_hidden_features_are_a_fixed_random_linear_of_the_digits():
+    features = digits_hidden_features(16, 0)
+    split = load_digits_split()
+    linear = nn.Linear(64, 16, rng=0, dtype=np.float64)
+    np.testing.assert_array_equal(features, linear(split.x_train.astype(np.float64)))
+    assert not features.flags.writeable  # shared between callers
+    assert digits_hidden_features(16, 0) is features
+    activations = digits_hidden_features(16, 0, relu=True)
+    assert activations.min() == 0.0
+    assert activations.shape[1] <= 16
+    assert np.all(activations.std(axis=0) > 0)  # dead units dropped

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 from normlab import training
 from normlab.experiments import accuracy_vs_batch_size
-from normlab.experiments.accuracy_vs_batch_size import Config
-from normlab.training import TrainingSetup
 
 
 @pytest.fixture(scope="module")
-def results():
-    return accuracy_vs_batch_size.run(Config.quick())
+def results(quick_runs):
+    return quick_runs.results(accuracy_vs_batch_size.NAME)
 
 
 def median_percent(results, norm: str) -> np.ndarray:
@@ -65,26 +62,3 @@ def test_training_loop_is_deterministic_and_batch_free_norms_ignore_the_mode():
     second = training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
     assert first == second
     assert first["test_accuracy_train_mode"] == first["test_accuracy_eval"]
-
-
-def test_plot_draws_two_panels(results):
-    figure = accuracy_vs_batch_size.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 2
-    assert all(ax.get_xscale() == "log" for ax in figure.axes)
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="batch size 1"):
-        Config(batch_sizes=(1, 2))
-    with pytest.raises(ValueError, match="unknown norms"):
-        Config(norms=("batch", "weight"))
-    with pytest.raises(ValueError, match="repeats"):
-        Config(norms=("layer", "layer"))
-    with pytest.raises(ValueError, match="training images"):
-        Config(batch_sizes=(2, 4096))
-    with pytest.raises(ValueError, match="epochs"):
-        TrainingSetup(epochs=0)
-    with pytest.raises(ValueError, match="lr_rule"):
-        TrainingSetup(lr_rule="cubic")
-    Config(norms=("layer",), batch_sizes=(1, 2))  # batch size 1 is fine without BatchNorm

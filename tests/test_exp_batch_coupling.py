@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, batch_coupling
-from normlab.experiments.batch_coupling import Config
+from normlab.experiments import batch_coupling
 
 
 @pytest.fixture(scope="module")
-def results():
-    return batch_coupling.run(Config.quick(), SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(batch_coupling.NAME)
 
 
 def batch_norm_spread(sample: dict) -> np.ndarray:
@@ -47,22 +45,3 @@ def test_batch_norm_jacobian_mixes_samples_only_in_training_mode(results):
     assert jacobian["layer"]["max_off_diagonal"] == 0.0
     for panel in ("batch_eval", "layer"):
         assert jacobian[panel]["mean_diagonal"] > 0
-
-
-def test_plot_draws_the_coupling_and_three_heat_maps(results):
-    figure = batch_coupling.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 5  # coupling, three heat maps, one colour bar
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="≥ 2"):
-        Config(batch_sizes=(1, 4))
-    with pytest.raises(ValueError, match="≥ 2"):
-        Config(jacobian_batch_size=1)
-    with pytest.raises(ValueError, match="sample_percentiles"):
-        Config(sample_percentiles=(150.0,))
-
-
-def test_same_config_same_numbers(results):
-    assert batch_coupling.run(Config.quick(), SweepOptions(progress=False)) == results

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, batch_stat_noise
-from normlab.experiments.batch_stat_noise import Config
+from normlab.experiments import batch_stat_noise
 
 
 @pytest.fixture(scope="module")
-def results():
-    return batch_stat_noise.run(Config.quick(), SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(batch_stat_noise.NAME)
 
 
 def seed_mean(results, population: str, quantity: str) -> np.ndarray:
@@ -49,22 +47,3 @@ def test_exact_variance_formula_reduces_to_the_gaussian_one():
     batch_sizes = np.array([2, 4, 16, 256])
     exact = batch_stat_noise.std_of_biased_variance(1.0, 3.0, batch_sizes)
     assert np.allclose(exact, np.sqrt(2 * (batch_sizes - 1)) / batch_sizes)
-
-
-def test_plot_draws_four_panels(results):
-    figure = batch_stat_noise.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 4
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="batch_sizes"):
-        Config(batch_sizes=(1, 2))
-    with pytest.raises(ValueError, match="populations"):
-        Config(populations=("cauchy",))
-    with pytest.raises(ValueError, match="num_batches"):
-        Config(num_batches=1)
-
-
-def test_same_config_same_numbers(results):
-    assert batch_stat_noise.run(Config.quick(), SweepOptions(progress=False)) == results

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, causal_leak
-from normlab.experiments.causal_leak import Config
+from normlab.experiments import causal_leak
 
 
 @pytest.fixture(scope="module")
-def results():
-    return causal_leak.run(Config.quick(), SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(causal_leak.NAME)
 
 
 def heatmap(results, method: str) -> np.ndarray:
@@ -63,18 +61,3 @@ def test_leak_shrinks_with_batch_size(results):
     assert np.all(np.diff(total) < 0)
     ratios = results["headline"]["batchnorm_future_total_over_theory_vs_batch_size"]
     assert all(0.7 < ratio < 1.2 for ratio in ratios)  # √(2D)(T−1)/(2N) within 30 %
-
-
-def test_plot_draws_four_heat_maps_and_two_line_panels(results):
-    figure = causal_leak.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 7  # 4 heat maps, 2 line plots, 1 colour bar
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="N·T"):
-        Config(batch_sizes=(1, 2), seq_len=1)
-    with pytest.raises(ValueError, match="seq_lens"):
-        Config(seq_lens=(0, 4))
-    with pytest.raises(ValueError, match="num_features"):
-        Config(num_features=0)

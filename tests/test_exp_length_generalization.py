@@ -7,14 +7,10 @@ show (see the module docstring for the full-config values).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 from normlab.experiments import length_generalization
-from normlab.experiments.framework import SweepOptions, canonical
 from normlab.experiments.length_generalization import Config
 
 
@@ -24,8 +20,8 @@ def config() -> Config:
 
 
 @pytest.fixture(scope="module")
-def results(config):
-    return canonical(length_generalization.run(config, SweepOptions(progress=False)))
+def results(quick_runs):
+    return quick_runs.results(length_generalization.NAME)
 
 
 @pytest.fixture(scope="module")
@@ -84,42 +80,3 @@ def test_headline_is_computed_from_the_numbers(causal, results):
     longest = np.median(table(causal, "eval_accuracy", "layer")[-1])
     assert headline["causal_layer_eval_accuracy_at_longest_length"] == pytest.approx(longest)
     assert headline["causal_largest_median_accuracy_drop_shortest_to_longest"] < 0.02
-
-
-def test_one_run_is_deterministic(config, causal):
-    run = {"model": "causal", "method": "layer", "seed": config.seeds[0]}
-    run.update(
-        {
-            name: value
-            for name, value in dataclasses.asdict(config).items()
-            if name not in ("models", "methods", "seeds")
-        }
-    )
-    again = canonical(length_generalization.train_and_test(run))
-    assert again["eval_accuracy"] == table(causal, "eval_accuracy", "layer")[:, 0].tolist()
-
-
-def test_plot_has_three_panels_per_model(results, config):
-    figure = length_generalization.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 3 * len(config.models)
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"batch_size": 1},
-        {"methods": ("batch", "group")},
-        {"methods": ()},
-        {"methods": ("layer", "layer")},
-        {"models": ("bidirectional",)},
-        {"train_min_len": 17},
-        {"seq_lens": (0, 8)},
-        {"seeds": ()},
-        {"train_steps": 0},
-        {"learning_rate": 0.0},
-    ],
-)
-def test_validate_rejects_bad_configs(bad):
-    with pytest.raises(ValueError):
-        Config(**bad)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, norm_axes
+from normlab.experiments import norm_axes
 from normlab.experiments.norm_axes import Config
 
 
@@ -16,8 +15,8 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def results(config):
-    return norm_axes.run(config, SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(norm_axes.NAME)
 
 
 def test_group_sizes_are_the_textbook_ones(results, config):
@@ -51,22 +50,3 @@ def test_size_formula_names_the_axes():
     assert norm_axes.size_formula([3, 4, 1], [3, 4, 8]) == "N·T = 3·4 = 12"
     assert norm_axes.size_formula([1, 4, 4], [3, 4, 8]) == "T·D/2 = 4·4 = 16"
     assert norm_axes.size_formula([1, 1, 8], [3, 4, 8]) == "D = 8"
-
-
-def test_plot_draws_one_panel_per_method(results):
-    figure = norm_axes.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == len(norm_axes.METHOD_KEYS)
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="divide"):
-        Config(num_features=6, num_groups=4)
-    with pytest.raises(ValueError, match="highlight"):
-        Config(highlight=(0, 0, 99))
-    with pytest.raises(ValueError, match="≥ 2 values"):
-        Config(seq_len=1, highlight=(0, 0, 0))
-
-
-def test_same_config_same_numbers(results):
-    assert norm_axes.run(Config.quick(), SweepOptions(progress=False)) == results

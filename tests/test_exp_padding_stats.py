@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, padding_stats
-from normlab.experiments.padding_stats import Config
+from normlab.experiments import padding_stats
 
 
 @pytest.fixture(scope="module")
-def results():
-    return padding_stats.run(Config.quick(), SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(padding_stats.NAME)
 
 
 def fractions(results) -> np.ndarray:
@@ -63,22 +61,3 @@ def test_headline_is_computed_from_the_numbers(results):
     headline = results["headline"]
     assert headline["masked_mean_error_worst"] == np.max(results["mean_error"]["batch_masked"])
     assert headline["layer_pad_values_max_abs_diff"] == 0.0
-
-
-def test_plot_draws_three_panels(results):
-    figure = padding_stats.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 3
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="padding_fractions"):
-        Config(padding_fractions=(0.0, 1.0))
-    with pytest.raises(ValueError, match="padding_fractions"):
-        Config(padding_fractions=(-0.1,))
-    with pytest.raises(ValueError, match="batch_size"):
-        Config(batch_size=0)
-    with pytest.raises(ValueError, match="real tokens"):
-        Config(batch_size=4, seq_len=2, padding_fractions=(0.9,))
-    with pytest.raises(ValueError, match="seeds"):
-        Config(seeds=())

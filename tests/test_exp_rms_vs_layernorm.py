@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, rms_vs_layernorm
-from normlab.experiments.rms_vs_layernorm import PAPER_TABLE, TRANSFORMATIONS, Config
+from normlab.experiments import rms_vs_layernorm
+from normlab.experiments.rms_vs_layernorm import PAPER_TABLE, TRANSFORMATIONS
 
 
 @pytest.fixture(scope="module")
-def results():
-    return rms_vs_layernorm.run(Config.quick(), SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(rms_vs_layernorm.NAME)
 
 
 def cell(results, method: str, transformation: str, bias: str = "no_bias") -> dict:
@@ -68,22 +67,3 @@ def test_rmsnorm_counts_fewer_reductions_than_layernorm(results):
     assert headline["rms_reductions"] < headline["layer_reductions"]
     assert headline["rms_reductions_without_affine"] < headline["layer_reductions_without_affine"]
     assert headline["rms_elementwise_passes"] < headline["layer_elementwise_passes"]
-
-
-def test_plot_draws_table_ratio_and_work_panels(results):
-    figure = rms_vs_layernorm.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 3
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="scale_factor"):
-        Config(scale_factor=1.0)
-    with pytest.raises(ValueError, match="scale_factor"):
-        Config(scale_factor=-2.0)
-    with pytest.raises(ValueError, match="mean_to_std_ratios"):
-        Config(mean_to_std_ratios=(0.0, 1.0))
-    with pytest.raises(ValueError, match="batch_size"):
-        Config(batch_size=1)
-    with pytest.raises(ValueError, match="cost_shape"):
-        Config(cost_shape=(1, 8))

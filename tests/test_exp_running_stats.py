@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from matplotlib.figure import Figure
 
-from normlab.experiments import SweepOptions, running_stats
+from normlab.experiments import running_stats
 from normlab.experiments.running_stats import Config
 
 
@@ -15,8 +14,8 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def results(config):
-    return running_stats.run(config, SweepOptions(progress=False))
+def results(quick_runs):
+    return quick_runs.results(running_stats.NAME)
 
 
 def final_for(results, momentum) -> dict:
@@ -51,22 +50,3 @@ def test_theory_of_an_exponential_average():
     assert running_stats.kept_fraction(1.0, 1) == pytest.approx(1.0)
     assert running_stats.kept_fraction(0.5, 10**6) == pytest.approx(1 / 3)
     assert running_stats.kept_fraction(None, 4) == pytest.approx(0.25)
-
-
-def test_plot_draws_six_panels(results):
-    figure = running_stats.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 6
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="momenta"):
-        Config(momenta=(0.0,))
-    with pytest.raises(ValueError, match="momenta"):
-        Config(momenta=(1.5, None))
-    with pytest.raises(ValueError, match="batch_size"):
-        Config(batch_size=1)
-
-
-def test_same_config_same_numbers(results):
-    assert running_stats.run(Config.quick(), SweepOptions(progress=False)) == results

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 from normlab.experiments import train_eval_gap
-from normlab.experiments.train_eval_gap import Config
 
 #: Precise BN may lose a few test images against the running averages (450 images:
 #: one image is 0.22 points); it never loses more than this in the quick config.
@@ -15,8 +13,8 @@ PRECISE_BN_TOLERANCE_POINTS = 2.0
 
 
 @pytest.fixture(scope="module")
-def results():
-    return train_eval_gap.run(Config.quick())
+def results(quick_runs):
+    return quick_runs.results(train_eval_gap.NAME)
 
 
 def test_batch_of_one_in_eval_mode_gives_the_full_batch_predictions(results):
@@ -53,20 +51,3 @@ def test_train_mode_accuracy_grows_with_the_test_batch(results):
     sizes = results["test_batch_sizes"]
     by_size = results["probe_train_mode_accuracy"]
     assert np.median(by_size[sizes.index(2)]) < np.median(by_size[sizes.index(max(sizes))])
-
-
-def test_plot_draws_two_panels(results):
-    figure = train_eval_gap.plot(results)
-    assert isinstance(figure, Figure)
-    assert len(figure.axes) == 2
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="batch size 1"):
-        Config(batch_sizes=(1, 2), probe_batch_size=2)
-    with pytest.raises(ValueError, match="probe_batch_size"):
-        Config(batch_sizes=(2, 4), probe_batch_size=32)
-    with pytest.raises(ValueError, match="test_batch_sizes"):
-        Config(test_batch_sizes=(0, 2))
-    with pytest.raises(ValueError, match="test_batch_sizes"):
-        Config(test_batch_sizes=(2, 451))

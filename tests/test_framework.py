@@ -1,16 +1,31 @@
-"""The experiment framework: configs, grid, the cached sweep, deterministic JSON, the registry."""
+"""The experiment framework: declared fields, runs and tables, the cached sweep, strict JSON."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import warnings
 
 import numpy as np
 import pytest
 
 from normlab import experiments
 from normlab.experiments import framework, variance_numerics
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    ExperimentWarning,
+    SweepOptions,
+    choices,
+    grid,
+    integer,
+    integers,
+    number,
+    numbers,
+    seeds,
+    sweep,
+)
 
 NAME = "toy"
 RUNS = grid(scale=[1, 2, 3], seed=[0, 1])  # 6 runs
@@ -35,8 +50,78 @@ def cache_files(cache_root, name: str = NAME) -> list:
     return sorted((cache_root / name).iterdir())
 
 
+@dataclasses.dataclass(frozen=True)
+class Toy(ExperimentConfig):
+    """A config with one field of every kind."""
+
+    batch_sizes: tuple[int, ...] = integers((2, 4), minimum=2, why="BatchNorm needs two")
+    seeds: tuple[int, ...] = seeds(2)
+    rate: float = number(0.5, above=0, maximum=1)
+    steps: int = integer(10, minimum=1)
+    methods: tuple[str, ...] = choices(("batch", "layer"), ("batch", "layer", "rms"))
+    momenta: tuple[float | None, ...] = numbers((0.1, None), above=0, maximum=1, allow_none=True)
+
+    @classmethod
+    def quick(cls) -> Toy:
+        return cls(batch_sizes=(2,), seeds=(0,))
+
+
 # ---------------------------------------------------------------------------
-# grid
+# Declared fields
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_sizes": (1, 4)}, r"batch_sizes must all be ≥ 2 \(BatchNorm needs two\), got 1"),
+        ({"batch_sizes": ()}, "non-empty tuple of integers"),
+        ({"batch_sizes": (2.5,)}, "must contain only an integer"),
+        ({"seeds": (-1,)}, "seeds must all be ≥ 0"),
+        ({"rate": 0.0}, r"rate must be in \(0, 1\]"),
+        ({"rate": math.nan}, "rate must be finite"),
+        ({"steps": True}, "steps must be an integer"),
+        ({"methods": ("group",)}, "unknown 'group'; choose from"),
+        ({"methods": ("batch", "batch")}, "must not repeat"),
+        ({"momenta": (0.1, 2.0)}, "momenta must all be in"),
+    ],
+)
+def test_a_field_outside_its_declaration_cannot_be_built(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Toy(**fields)
+
+
+def test_sizes_are_sorted_and_repeats_dropped():
+    assert Toy(batch_sizes=(16, 4, 8, 4)).batch_sizes == (4, 8, 16)
+    assert Toy(seeds=(2, 0, 2)).seeds == (0, 2)
+    assert Toy(momenta=(0.5, None, 0.5)).momenta == (0.5, None)  # order kept: not sizes
+    config = dataclasses.replace(Toy(), batch_sizes=[8, 2])
+    assert config.batch_sizes == (2, 8)
+
+
+def test_overrides_apply_to_the_fields_a_config_has_and_say_what_they_sorted():
+    config, ignored, notes = framework.apply_overrides(
+        Toy(), {"batch_sizes": (16, 4, 8, 4), "seq_lens": (10,), "seeds": (0, 1, 2)}
+    )
+    assert config == Toy(batch_sizes=(4, 8, 16), seeds=(0, 1, 2))
+    assert ignored == ["seq_lens"]
+    assert notes == ["batch_sizes 16 4 8 4 sorted and without repeats: 4 8 16"]
+    with pytest.raises(ValueError, match="batch_sizes"):
+        framework.apply_overrides(Toy(), {"batch_sizes": (1,)})
+
+
+def test_experiment_config_warns_when_it_sorts():
+    experiment = experiments.get("batch_stat_noise")
+    with pytest.warns(ExperimentWarning, match="sorted"):
+        config = experiment.config(quick=True, batch_sizes=(32, 2, 8, 2))
+    assert config.batch_sizes == (2, 8, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment.config(quick=True, batch_sizes=(2, 8))  # already sorted: silent
+
+
+# ---------------------------------------------------------------------------
+# Runs and tables
 # ---------------------------------------------------------------------------
 
 
@@ -46,8 +131,43 @@ def test_grid_varies_the_last_axis_fastest():
     assert runs[0] == {"method": "batch", "batch_size": 2}
     assert runs[1] == {"method": "batch", "batch_size": 4}
     assert runs[3] == {"method": "layer", "batch_size": 2}
-    values = np.reshape([run["batch_size"] for run in runs], (2, 3))
-    assert values[:, 0].tolist() == [2, 2]  # the reshape recovers the table
+
+
+def test_every_field_that_is_not_swept_enters_each_run():
+    runs = Toy().runs(batch_size="batch_sizes", seed="seeds", part=("one",))
+    assert runs.shape == (2, 2, 1)
+    first = next(iter(runs))
+    assert first == {
+        "batch_size": 2,
+        "seed": 0,
+        "part": "one",
+        "rate": 0.5,
+        "steps": 10,
+        "methods": ["batch", "layer"],
+        "momenta": [0.1, None],
+    }
+    assert len(list(runs)) == len(runs) == 4
+
+
+def test_an_axis_named_like_a_field_is_refused():
+    with pytest.raises(ValueError, match="name of a config field"):
+        Toy().runs(steps="batch_sizes")
+    with pytest.raises(ValueError, match="no field"):
+        Toy().runs(batch_size="batch_size")
+
+
+def square_plus_seed(run: dict) -> dict:
+    return {"value": run["batch_size"] ** 2 + run["seed"], "pair": [run["seed"], run["steps"]]}
+
+
+def test_measured_tables_are_indexed_by_the_axes():
+    measured = Toy().runs(batch_size="batch_sizes", seed="seeds").measure(NAME, square_plus_seed)
+    assert measured.table("value").tolist() == [[4, 5], [16, 17]]  # (batch sizes, seeds)
+    assert measured.table("value", seed=1).tolist() == [5, 17]
+    assert measured.table("pair", batch_size=4).shape == (2, 2)  # (seeds, the pair)
+    assert measured.table(lambda one: one["value"] % 2, batch_size=2).tolist() == [0, 1]
+    with pytest.raises(KeyError, match="no axis"):
+        measured.table("value", method="batch")
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +194,8 @@ def test_sweep_caches_each_run_in_its_own_file_and_reloads_it(tmp_path):
     assert len(files) == len(RUNS)
     assert all(path.suffix == ".json" for path in files)  # no temporary files left
     record = json.loads(files[0].read_text())
-    assert set(record) == {"experiment", "run", "result"}
+    assert set(record) == {"experiment", "function", "run", "result"}
+    assert record["function"] == "test_framework.CountingRun"
 
     second = CountingRun()
     loaded = sweep(NAME, second, RUNS, options)
@@ -104,10 +225,10 @@ def test_force_recomputes_every_run(tmp_path):
     assert len(cache_files(tmp_path)) == len(RUNS)  # overwritten, not duplicated
 
 
-def test_a_change_in_the_source_code_invalidates_the_cache(tmp_path, monkeypatch):
+def test_a_change_in_the_code_the_measurement_uses_invalidates_the_cache(tmp_path, monkeypatch):
     options = SweepOptions(cache_dir=tmp_path)
     sweep(NAME, CountingRun(), RUNS, options)
-    monkeypatch.setattr(framework, "source_hash", lambda: "edited layers.py")
+    monkeypatch.setattr(framework, "code_hash", lambda function: "edited functional.py")
     after_edit = CountingRun()
     sweep(NAME, after_edit, RUNS, options)
     assert after_edit.calls == len(RUNS)
@@ -122,11 +243,14 @@ def test_an_unreadable_cache_file_is_recomputed(tmp_path):
     assert repair.calls == 1
 
 
-def test_cache_key_depends_on_experiment_and_run_only():
+def test_cache_key_depends_on_experiment_run_and_function():
     run = {"seed": 0, "batch_size": 4}
-    assert framework.cache_key("a", run) == framework.cache_key("a", dict(reversed(run.items())))
-    assert framework.cache_key("a", run) != framework.cache_key("b", run)
-    assert framework.cache_key("a", run) != framework.cache_key("a", {**run, "seed": 1})
+    key = framework.cache_key
+    same_run_reordered = dict(reversed(run.items()))
+    assert key("a", run, square_plus_seed) == key("a", same_run_reordered, square_plus_seed)
+    assert key("a", run, square_plus_seed) != key("b", run, square_plus_seed)
+    assert key("a", run, square_plus_seed) != key("a", {**run, "seed": 1}, square_plus_seed)
+    assert key("a", run, square_plus_seed) != key("a", run, CountingRun())
 
 
 def test_processes_give_the_same_results_and_files_as_one(tmp_path):
@@ -143,13 +267,51 @@ def test_processes_give_the_same_results_and_files_as_one(tmp_path):
     assert [path.read_bytes() for path in one] == [path.read_bytes() for path in two]
 
 
+def test_a_partial_is_refused_because_its_arguments_would_miss_the_cache_key():
+    with pytest.raises(TypeError, match="run dicts"):
+        sweep(NAME, functools.partial(square_plus_seed), RUNS)
+
+
 def test_sweep_options_reject_zero_jobs():
     with pytest.raises(ValueError, match="jobs"):
         SweepOptions(jobs=0)
 
 
 # ---------------------------------------------------------------------------
-# Deterministic JSON
+# Progress bar: a notebook gets its own, a terminal tqdm's, anything else none
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("show", "in_notebook", "on_terminal", "expected"),
+    [
+        (True, True, False, "notebook"),  # a Jupyter kernel: stderr is no terminal
+        (True, True, True, "notebook"),
+        (True, False, True, "terminal"),
+        (True, False, False, None),  # a log file, a test, CI
+        (False, True, True, None),
+    ],
+)
+def test_progress_bar_follows_where_it_is_shown(show, in_notebook, on_terminal, expected):
+    shown = framework.progress_display(show, in_notebook=in_notebook, on_terminal=on_terminal)
+    assert shown == expected
+
+
+def test_tests_run_outside_a_notebook():
+    assert not framework.running_in_notebook()
+
+
+def test_the_notebook_bar_is_the_widget(monkeypatch):
+    monkeypatch.setattr(framework, "running_in_notebook", lambda: True)
+    bar = framework._progress_bar(True, total=3, done=1, name=NAME)
+    try:
+        assert type(bar).__module__ == "tqdm.notebook"
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------------
+# Strict, deterministic JSON
 # ---------------------------------------------------------------------------
 
 
@@ -163,60 +325,25 @@ def test_results_json_is_canonical():
     assert text.endswith("}\n")
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float64("nan")])
+def test_results_with_nan_or_infinity_are_refused_naming_where(tmp_path, value):
+    results = {"headline": {"slope": [1.0, value]}}
+    with pytest.raises(ValueError, match=r"results\['headline'\]\['slope'\]\[1\] is .*None"):
+        framework.results_json(results)
+    with pytest.raises(ValueError, match="strict JSON"):
+        framework.save_results(tmp_path / "x.json", results)
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_saved_results_load_back_as_canonical(tmp_path):
-    results = {"errors": [np.float64(2.0) / 3, 1e-300], "seeds": (0, 1)}
+    results = {"errors": [np.float64(2.0) / 3, 1e-300], "seeds": (0, 1), "undefined": None}
     path = framework.save_results(tmp_path / "x.json", results)
     assert framework.load_results(path) == framework.canonical(results)
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left
 
 
 # ---------------------------------------------------------------------------
-# Configs
-# ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainsBatchNorm(ExperimentConfig):
-    batch_sizes: tuple[int, ...] = (2, 4)
-    seeds: tuple[int, ...] = (0, 1)
-
-    @classmethod
-    def quick(cls) -> TrainsBatchNorm:
-        return cls(batch_sizes=(2,), seeds=(0,))
-
-    def validate(self) -> None:
-        super().validate()
-        if min(self.batch_sizes) < 2:
-            raise ValueError("batch size 1 cannot train BatchNorm; use batch sizes ≥ 2")
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"batch_sizes": (0, 4)}, "≥ 1"),
-        ({"batch_sizes": ()}, "non-empty"),
-        ({"batch_sizes": (2.5,)}, "integers"),
-        ({"seeds": (-1,)}, "≥ 0"),
-        ({"batch_sizes": (1, 4)}, "BatchNorm"),  # the experiment's own validate()
-    ],
-)
-def test_invalid_configs_cannot_be_built(fields, message):
-    with pytest.raises(ValueError, match=message):
-        TrainsBatchNorm(**fields)
-
-
-def test_overrides_apply_to_the_fields_a_config_has():
-    config, ignored = framework.apply_overrides(
-        TrainsBatchNorm(), {"batch_sizes": (8, 16), "seq_lens": (10,), "seeds": (0, 1, 2)}
-    )
-    assert config == TrainsBatchNorm(batch_sizes=(8, 16), seeds=(0, 1, 2))
-    assert ignored == ["seq_lens"]
-    with pytest.raises(ValueError, match="BatchNorm"):
-        framework.apply_overrides(TrainsBatchNorm(), {"batch_sizes": (1,)})
-
-
-# ---------------------------------------------------------------------------
-# Registry: every registered experiment has the shape the CLI relies on
+# Registry
 # ---------------------------------------------------------------------------
 
 
@@ -230,21 +357,3 @@ def test_an_unknown_name_suggests_close_ones():
         experiments.UnknownExperimentError, match="did you mean 'variance_numerics'"
     ):
         experiments.get("varience_numerics")
-
-
-@pytest.mark.parametrize("name", experiments.names())
-def test_registered_experiment_follows_the_recipe(name):
-    experiment = experiments.get(name)
-    module = experiment.module
-    assert name == module.NAME
-    assert experiment.description, "the module docstring's first line describes it"
-    assert len(experiment.description) <= 100
-    config_class = module.Config
-    assert dataclasses.is_dataclass(config_class)
-    assert config_class.__dataclass_params__.frozen
-    assert issubclass(config_class, ExperimentConfig)
-    assert isinstance(config_class(), config_class)
-    assert isinstance(config_class.quick(), config_class)
-    assert config_class.quick() != config_class(), "quick() should be smaller than the default"
-    assert callable(module.run)
-    assert callable(module.plot)

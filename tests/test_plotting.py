@@ -105,3 +105,42 @@ def test_styled_plots_use_large_fonts_and_return_plain_figures():
     assert figure.axes[0].xaxis.label.get_fontsize() >= 14
     with pytest.raises(ValueError, match="shape"):
         plotting.plot_spread(figure.axes[0], [1, 2], np.zeros(3), color="k")
+
+
+# ---------------------------------------------------------------------------
+# Words and axes that follow the run
+# ---------------------------------------------------------------------------
+
+
+def test_spread_caption_fits_the_number_of_seeds():
+    assert plotting.spread_caption(3) == "3 seeds (line: median, band: min–max)"
+    assert plotting.spread_caption(5, center="mean", form="count_last") == (
+        "line: mean, band: min–max over 5 seeds"
+    )
+    assert plotting.spread_caption(3, form="center_of") == "line: median of 3 seeds, band: min–max"
+    for form in ("count_first", "count_last", "center_of"):
+        assert plotting.spread_caption(1, form=form) == "1 seed"
+    assert plotting.plural(1, "seed") == "1 seed"
+    assert plotting.plural(2, "seed") == "2 seeds"
+    with pytest.raises(ValueError, match="form"):
+        plotting.spread_caption(2, form="poem")
+
+
+@plotting.styled
+def test_one_seed_draws_a_line_and_no_band():
+    _, ax = plotting.subplots()
+    plotting.plot_spread(ax, [1, 2, 3], [[1.0], [2.0], [3.0]], color="black")
+    assert not ax.collections  # fill_between would add a PolyCollection
+    plotting.plot_spread(ax, [1, 2, 3], [[1.0, 1.5], [2.0, 2.5], [3.0, 3.5]], color="black")
+    assert len(ax.collections) == 1
+
+
+@plotting.styled
+def test_a_single_batch_size_sits_in_the_middle_of_its_axis():
+    _, ax = plotting.subplots()
+    ax.plot([3], [0.5], marker="o")
+    plotting.log2_axis(ax, [3], label="batch size B")
+    low, high = ax.get_xlim()
+    assert (low, high) == (1.5, 6.0)
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["3"]
+    assert ax.get_xlabel() == "batch size B"

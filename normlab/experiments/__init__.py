@@ -8,7 +8,13 @@ Every experiment is a module ``normlab.experiments.<name>`` with
 * ``run(config, options=None) -> dict``: plain numbers, JSON-able;
 * ``plot(results) -> matplotlib.figure.Figure``.
 
-Its docstring's first line is its one-line description (``python -m normlab list``).
+Its docstring's first line is its one-line description (``python -m normlab list``); the
+rest says what it measures, why, and what result would refute its claim.
+
+One vocabulary in every module: a tuple of method keys (keys of
+:data:`normlab.plotting.METHODS`) is called ``METHODS`` (or ``<SOMETHING>_METHODS`` when a
+module compares two sets), and the function a sweep maps over its runs is
+``measure_one``, or ``measure_<part>`` when an experiment has several parts.
 
 An experiment is registered by adding its name to :data:`REGISTRY`, in the
 order the figures are listed::

@@ -41,21 +41,21 @@ B − 1 random batch-mates), per feature
 with z₀ = (x₀ − μ)/σ, γ the skewness and κ the kurtosis of the feature over
 the train rows. For a typical sample (z₀ ≈ 0) this is ≈ 1/√B. A sample far
 from the mean (large |z₀|) is hit by the noise of the batch *variance*, which
-for heavy-tailed features (these have κ up to about 40, from rarely-inked
-pixels that standardization blows up) is large: its spread is larger at every large
-B. At small B the formula does not hold: the output of a batch of two is ±1
-per feature, and an outlying x₀ dominates its own small batch's statistics, so
-its output hardly depends on the others. The figure shows what the numbers
-give: the typical sample's spread falls steadily, a little below the
-formula; the outlying sample's stays nearly flat over the small and medium
-batch sizes and falls only for the largest, below the formula because B is
-not yet large compared with κ. The formula is drawn for B ≥ 16 only.
+for heavy-tailed features (rarely-inked pixels, which standardization blows up, give
+large κ) is large: its spread is larger at every large B. At small B the formula does
+not hold: the output of a batch of two is ±1 per feature, and an outlying x₀ dominates
+its own small batch's statistics, so its output hardly depends on the others; and it
+needs B large compared with κ. The formula is drawn for B ≥ 16 only.
+
+What would refute the claim: any change at all of a LayerNorm, RMSNorm or GroupNorm
+output of x₀ between draws (they must be exactly 0), a typical x₀ whose BatchNorm
+spread does not fall as B grows, or non-zero off-diagonal Jacobian blocks for
+BatchNorm in eval mode or LayerNorm.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from matplotlib import colormaps
@@ -63,15 +63,22 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab import data, plotting
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    integers,
+    numbers,
+    seeds,
+)
 from normlab.gradcheck import jacobian
 from normlab.layers import make_norm
 
 NAME = "batch_coupling"
 
 #: Methods of part (a), keys of plotting.METHODS.
-COUPLING_METHODS = ("batch", "layer", "rms", "group")
+METHODS = ("batch", "layer", "rms", "group")
 
 #: Panels of part (b): (key in the results, method key for the colour, title).
 JACOBIAN_PANELS = (
@@ -102,64 +109,39 @@ class Config(ExperimentConfig):
         D, the width of the random Linear layer (the normalized features).
     sample_percentiles : tuple of float in [0, 100]
         x₀ is the train row at each of these percentiles of the mean |z| over
-        features (50: typical, 99: outlying); the first one is also the row 0
-        of part (b).
+        features (50: typical, 99: outlying); the first (smallest) one is also
+        the row 0 of part (b).
     network_seed : int
         Seeds the fixed random Linear(64, D).
     jacobian_batch_size : int ≥ 2
         B of part (b).
     """
 
-    batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    num_draws: int = 200
-    num_features: int = 16
-    sample_percentiles: tuple[float, ...] = (50.0, 99.0)
-    network_seed: int = 0
-    jacobian_batch_size: int = 8
+    batch_sizes: tuple[int, ...] = integers(
+        (2, 4, 8, 16, 32, 64, 128, 256), minimum=2, why="BatchNorm cannot train on one sample"
+    )
+    seeds: tuple[int, ...] = seeds(5)
+    num_draws: int = integer(200, minimum=2, why="to measure a spread")
+    num_features: int = integer(16, minimum=4)
+    sample_percentiles: tuple[float, ...] = numbers((50.0, 99.0), minimum=0, maximum=100)
+    network_seed: int = integer(0, minimum=0)
+    jacobian_batch_size: int = integer(8, minimum=2, why="BatchNorm cannot train on one sample")
 
     @classmethod
     def quick(cls) -> Config:
         return cls(batch_sizes=(2, 8, 32, 128), seeds=(0, 1, 2), num_draws=40)
 
     def validate(self) -> None:
-        super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
-        if min(self.batch_sizes) < 2 or self.jacobian_batch_size < 2:
-            raise ValueError(
-                "batch sizes must be ≥ 2: BatchNorm cannot train on a batch of one "
-                f"(got batch_sizes={self.batch_sizes}, "
-                f"jacobian_batch_size={self.jacobian_batch_size})"
-            )
-        if self.num_draws < 2:
-            raise ValueError(f"num_draws must be ≥ 2 to measure a spread, got {self.num_draws}")
-        if self.num_features < 4 or self.num_features % 4:
+        if self.num_features % 4:
             raise ValueError(
                 "num_features must be a multiple of 4 (GroupNorm uses groups of ≥ 4 channels), "
                 f"got {self.num_features}"
-            )
-        if not self.sample_percentiles or not all(
-            0 <= percentile <= 100 for percentile in self.sample_percentiles
-        ):
-            raise ValueError(
-                f"sample_percentiles must be numbers in [0, 100], got {self.sample_percentiles}"
             )
 
 
 # ---------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def digits_inputs(num_features: int, network_seed: int) -> np.ndarray:
-    """The digits train rows through a fixed random Linear(64, D): float64 (n, D), read-only."""
-    from normlab import data, nn
-
-    split = data.load_digits_split()
-    linear = nn.Linear(split.num_features, num_features, rng=network_seed, dtype=np.float64)
-    inputs = linear(split.x_train.astype(np.float64))  # (n, D)
-    inputs.flags.writeable = False
-    return inputs
 
 
 def standardized(inputs: np.ndarray) -> np.ndarray:
@@ -209,11 +191,11 @@ def measure_coupling(run: dict) -> dict:
     Returns per method the spread (std over draws, averaged over features) and
     the largest change of any output entry of x₀ relative to the first draw.
     """
-    inputs = digits_inputs(run["num_features"], run["network_seed"])  # (n, D)
+    inputs = data.digits_hidden_features(run["num_features"], run["network_seed"])  # (n, D)
     sample = sample_at_percentile(inputs, run["percentile"])
     rng = np.random.default_rng((run["seed"], run["batch_size"]))
-    layers = {method: make_layer(method, run["num_features"]) for method in COUPLING_METHODS}
-    outputs = {method: [] for method in COUPLING_METHODS}  # x₀'s output in each draw
+    layers = {method: make_layer(method, run["num_features"]) for method in METHODS}
+    outputs = {method: [] for method in METHODS}  # x₀'s output in each draw
     for _ in range(run["num_draws"]):
         batch = draw_batch(inputs, sample, run["batch_size"], rng)  # (B, D), x₀ first
         for method, layer in layers.items():
@@ -235,11 +217,15 @@ def block_norms(full_jacobian: np.ndarray) -> np.ndarray:
 
 
 def measure_jacobian(run: dict) -> dict:
-    """The (B, B) block norms of ∂y/∂x for BatchNorm (train, eval) and LayerNorm."""
-    inputs = digits_inputs(run["num_features"], run["network_seed"])  # (n, D)
+    """The (B, B) block norms of ∂y/∂x for BatchNorm (train, eval) and LayerNorm.
+
+    B is ``run["jacobian_batch_size"]``; x₀ is the row at ``run["percentile"]``.
+    """
+    inputs = data.digits_hidden_features(run["num_features"], run["network_seed"])  # (n, D)
     sample = sample_at_percentile(inputs, run["percentile"])
-    rng = np.random.default_rng((run["seed"], run["batch_size"]))
-    batch = draw_batch(inputs, sample, run["batch_size"], rng)  # (B, D)
+    batch_size = run["jacobian_batch_size"]
+    rng = np.random.default_rng((run["seed"], batch_size))
+    batch = draw_batch(inputs, sample, batch_size, rng)  # (B, D)
 
     batch_norm_eval = make_layer("batch", run["num_features"])
     batch_norm_eval.momentum = None  # one training step on the whole split: its exact stats
@@ -251,7 +237,7 @@ def measure_jacobian(run: dict) -> dict:
         "layer": make_layer("layer", run["num_features"]),
     }
     result = {}
-    off_diagonal = ~np.eye(run["batch_size"], dtype=bool)
+    off_diagonal = ~np.eye(batch_size, dtype=bool)
     for name, layer in layers.items():
         norms = block_norms(jacobian(layer, batch))  # (B, B)
         result[name] = {
@@ -278,40 +264,26 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``mean_off_diagonal``, ``mean_diagonal``;
         ``headline``.
     """
-    shared = {
-        "num_draws": config.num_draws,
-        "num_features": config.num_features,
-        "network_seed": config.network_seed,
-    }
-    runs = [
-        {"part": "coupling", **one_run, **shared}
-        for one_run in grid(
-            percentile=config.sample_percentiles, batch_size=config.batch_sizes, seed=config.seeds
-        )
-    ]
-    measured = sweep(NAME, measure_coupling, runs, options)
-    jacobian_run = {
-        "part": "jacobian",
-        "percentile": config.sample_percentiles[0],
-        "batch_size": config.jacobian_batch_size,
-        "seed": config.seeds[0],
-        **shared,
-    }
-    (jacobians,) = sweep(NAME, measure_jacobian, [jacobian_run], options)
+    coupling_runs = config.runs(
+        percentile="sample_percentiles", batch_size="batch_sizes", seed="seeds"
+    )
+    measured = coupling_runs.measure(NAME, measure_coupling, options)
+    jacobian_runs = config.runs(percentile=config.sample_percentiles[:1], seed=config.seeds[:1])
+    (jacobians,) = jacobian_runs.measure(NAME, measure_jacobian, options).results
 
-    inputs = digits_inputs(config.num_features, config.network_seed)
-    table_shape = (len(config.sample_percentiles), len(config.batch_sizes), len(config.seeds))
+    inputs = data.digits_hidden_features(config.num_features, config.network_seed)
     samples = []
-    for index, percentile in enumerate(config.sample_percentiles):
+    for percentile in config.sample_percentiles:
         row = sample_at_percentile(inputs, percentile)
-        coupling = {
+        coupling = {  # lists over batch sizes of lists over seeds
             method: {
-                quantity: np.reshape([one[method][quantity] for one in measured], table_shape)[
-                    index
-                ].tolist()
+                quantity: measured.table(
+                    lambda one, method=method, quantity=quantity: one[method][quantity],
+                    percentile=percentile,
+                ).tolist()
                 for quantity in ("spread", "max_abs_change")
             }
-            for method in COUPLING_METHODS
+            for method in METHODS
         }
         samples.append(
             {
@@ -345,7 +317,7 @@ def _headline(config: Config, samples: list[dict], jacobians: dict) -> dict:
                 batch_spread[-1] / sample["first_order_spread"][-1]
             ),
         }
-    for method in COUPLING_METHODS[1:]:
+    for method in METHODS[1:]:
         headline[f"{method}_max_abs_change_over_all_draws"] = float(
             max(np.max(sample["coupling"][method]["max_abs_change"]) for sample in samples)
         )
@@ -402,7 +374,7 @@ def _plot_coupling(ax, results: dict) -> None:
             linestyle=look["linestyle"],
             label=f"first-order theory, {which}",
         )
-    for method in COUPLING_METHODS[1:]:
+    for method in METHODS[1:]:
         style = plotting.method_style(method)
         spread = np.array([sample["coupling"][method]["spread"] for sample in results["samples"]])
         largest = max(
@@ -410,9 +382,7 @@ def _plot_coupling(ax, results: dict) -> None:
         )
         style["label"] += f", every x₀ (max |Δy| = {largest:g})"
         ax.plot(batch_sizes, spread.mean(axis=(0, 2)), linestyle="none", markersize=10, **style)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
-    ax.set_xlabel("batch size B (x₀ and B − 1 random batch-mates)")
+    plotting.log2_axis(ax, batch_sizes, label="batch size B (x₀ and B − 1 random batch-mates)")
     ax.set_ylabel("std of x₀'s output over draws")
     ax.set_ylim(bottom=-0.03)
     # an opaque legend: with few batch sizes a theory line may run behind it
@@ -470,8 +440,9 @@ def plot(results: dict) -> Figure:
         f"Inputs: digits through a fixed random Linear(64, {config['num_features']}); "
         "distance of a row = mean |z| over features. "
         f"(a) {config['num_draws']} random sets of batch-mates per B; std over the draws, "
-        f"averaged over the features; line: mean, band: min–max over {len(config['seeds'])} "
-        f"seeds. (b) B = {jacobian_batch}, first x₀ in row 0: one backward pass per output "
+        "averaged over the features; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="count_last")
+        + f". (b) B = {jacobian_batch}, first x₀ in row 0: one backward pass per output "
         "entry with a one-hot upstream gradient; eval mode uses the running statistics of the "
         "whole train split; grey: exactly 0.",
     )

@@ -35,28 +35,36 @@ Theory, for B independent samples with variance σ² and kurtosis κ = E[(x−μ
   For heavy-tailed data (κ ≫ 3) the variance is much noisier than the
   Gaussian formula says, by about √((κ−1)/2) at large B; the figure shows
   the measured spread against both formulas.
+
+What would refute the theory: a Gaussian batch-mean spread off σ/√B, or a Gaussian
+variance spread off the exact formula, by more than the sampling error of
+``num_batches`` batches (a few percent); or a digits mean spread off σ/√B (the mean's
+formula holds for any distribution).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
+from normlab import data, plotting
 from normlab import functional as F
-from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    choices,
+    integer,
+    integers,
+    number,
+    seeds,
+)
 
 NAME = "batch_stat_noise"
 
 #: The populations the batches are drawn from.
 POPULATIONS = ("gaussian", "digits_relu")
-
-#: A digits feature whose population std is below this is a dead ReLU: left out.
-DEAD_FEATURE_STD = 1e-8
 
 #: The quantities measured per run; each is averaged over the features.
 QUANTITIES = (
@@ -97,39 +105,21 @@ class Config(ExperimentConfig):
         Seeds that Linear layer (fixed across runs: it defines the population).
     """
 
-    batch_sizes: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    num_batches: int = 1000
-    populations: tuple[str, ...] = POPULATIONS
-    gaussian_mean: float = 3.0
-    gaussian_std: float = 2.0
-    num_gaussian_features: int = 16
-    hidden_width: int = 32
-    network_seed: int = 0
+    batch_sizes: tuple[int, ...] = integers(
+        (2, 4, 8, 16, 32, 64, 128, 256), minimum=2, why="a batch of one has no variance"
+    )
+    seeds: tuple[int, ...] = seeds(5)
+    num_batches: int = integer(1000, minimum=10, why="to measure a spread")
+    populations: tuple[str, ...] = choices(POPULATIONS, POPULATIONS)
+    gaussian_mean: float = number(3.0)
+    gaussian_std: float = number(2.0, above=0)
+    num_gaussian_features: int = integer(16, minimum=1)
+    hidden_width: int = integer(32, minimum=1)
+    network_seed: int = integer(0, minimum=0)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(batch_sizes=(2, 8, 32, 128), seeds=(0, 1, 2), num_batches=400)
-
-    def validate(self) -> None:
-        super().validate()  # batch_sizes ≥ 1, seeds ≥ 0
-        if min(self.batch_sizes) < 2:
-            raise ValueError(
-                f"batch_sizes must all be ≥ 2 (a batch of one has no variance), "
-                f"got {self.batch_sizes}"
-            )
-        if self.num_batches < 10:
-            raise ValueError(
-                f"num_batches must be ≥ 10 to measure a spread, got {self.num_batches}"
-            )
-        unknown = [name for name in self.populations if name not in POPULATIONS]
-        if not self.populations or unknown:
-            raise ValueError(f"populations must be among {POPULATIONS}, got {self.populations}")
-        if not self.gaussian_std > 0:
-            raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
-        for name in ("num_gaussian_features", "hidden_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
 
 # ---------------------------------------------------------------------------
@@ -156,26 +146,6 @@ def std_of_biased_variance(sigma, kurtosis, batch_size: int):
 # ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def digits_activations(hidden_width: int, network_seed: int) -> np.ndarray:
-    """The digits train rows after a fixed random Linear(64, width) + ReLU, float64 (n, width).
-
-    Dead features (constant over the rows) are dropped.
-    """
-    from normlab import data, nn
-
-    split = data.load_digits_split()
-    network = nn.Sequential(
-        nn.Linear(split.num_features, hidden_width, rng=network_seed, dtype=np.float64),
-        nn.ReLU(),
-    )
-    activations = network(split.x_train.astype(np.float64))  # (n, width)
-    alive = activations.std(axis=0) > DEAD_FEATURE_STD
-    activations = activations[:, alive]
-    activations.flags.writeable = False
-    return activations
-
-
 def population_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """σ and kurtosis κ of each column of ``values`` (the exact population, ddof=0)."""
     deviation = values - values.mean(axis=0)  # (n, D)
@@ -194,7 +164,7 @@ def draw_batches(run: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         )
         sigma = np.full(num_features, float(run["gaussian_std"]))
         return batches, sigma, np.full(num_features, 3.0)
-    activations = digits_activations(run["hidden_width"], run["network_seed"])  # (n, D)
+    activations = data.digits_hidden_features(run["hidden_width"], run["network_seed"], relu=True)
     rows = rng.integers(0, activations.shape[0], size=shape)  # with replacement: independent
     sigma, kurtosis = population_moments(activations)
     return activations[rows], sigma, kurtosis  # (K, B, D)
@@ -239,23 +209,10 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``num_features[population]``;
         ``headline``.
     """
-    shared = {
-        "num_batches": config.num_batches,
-        "gaussian_mean": config.gaussian_mean,
-        "gaussian_std": config.gaussian_std,
-        "num_gaussian_features": config.num_gaussian_features,
-        "hidden_width": config.hidden_width,
-        "network_seed": config.network_seed,
-    }
-    runs = grid(population=config.populations, batch_size=config.batch_sizes, seed=config.seeds)
-    runs = [{**one_run, **shared} for one_run in runs]
-    measured_runs = sweep(NAME, measure_one, runs, options)
-
-    table_shape = (len(config.populations), len(config.batch_sizes), len(config.seeds))
-    measured = {
-        quantity: np.reshape([one[quantity] for one in measured_runs], table_shape)
-        for quantity in QUANTITIES
-    }
+    runs = config.runs(population="populations", batch_size="batch_sizes", seed="seeds")
+    measured_runs = runs.measure(NAME, measure_one, options)
+    # (populations, batch sizes, seeds) per quantity
+    measured = {quantity: measured_runs.table(quantity) for quantity in QUANTITIES}
     batch_sizes = np.asarray(config.batch_sizes)
     results: dict = {
         "config": config.to_dict(),
@@ -292,7 +249,8 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
 def _population_kurtosis(population: str, config: Config) -> np.ndarray:
     if population == "gaussian":
         return np.full(config.num_gaussian_features, 3.0)
-    _, kurtosis = population_moments(digits_activations(config.hidden_width, config.network_seed))
+    activations = data.digits_hidden_features(config.hidden_width, config.network_seed, relu=True)
+    _, kurtosis = population_moments(activations)
     return kurtosis
 
 
@@ -342,15 +300,6 @@ _RATIO_LABELS = {
     "gaussian": "Gaussian: measured / exact (κ = 3)",
     "digits_relu": "digits: measured / exact with κ (mean κ = {kurtosis:.1f})",
 }
-
-#: Plain numbers on log axes (0.1, 0.2, 3) instead of 1×10⁻¹, 2×10⁻¹, 3×10⁰.
-_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
-
-
-def _label_minor_tick(value: float, _position) -> str:
-    """Label only the minor ticks at 2, 3 and 5 times a power of ten (no crowding)."""
-    leading_digit = round(value / 10 ** np.floor(np.log10(value)))
-    return f"{value:g}" if leading_digit in (2, 3, 5) else ""
 
 
 def _spread(ax, batch_sizes, samples, population: str, label: str | None = None) -> None:
@@ -434,9 +383,7 @@ def plot(results: dict) -> Figure:
     ax_mean_ratio.set_title("batch mean: measured / theory")
     ax_var_ratio.set_title("batch variance: measured / theory")
     for ax in axes.flat:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
-        ax.set_xlabel("batch size B")
+        plotting.log2_axis(ax, batch_sizes, label="batch size B")
     for ax in (ax_mean, ax_var):
         ax.set_yscale("log")
         ax.legend(loc="lower left")
@@ -444,16 +391,16 @@ def plot(results: dict) -> Figure:
     ax_mean_ratio.legend(loc="upper right")
     ax_var_ratio.set_yscale("log")
     for ax in (ax_mean, ax_var, ax_var_ratio):
-        ax.yaxis.set_major_formatter(_PLAIN)
-        ax.yaxis.set_minor_formatter(FuncFormatter(_label_minor_tick))
+        plotting.plain_log_labels(ax.yaxis)
         ax.tick_params(axis="y", which="minor", labelsize=11)
     ax_var_ratio.legend(loc="center right", fontsize=12)
     plotting.set_title(
         figure,
         "How noisy are BatchNorm's batch statistics? The spread falls as 1/√B",
         f"std over {config['num_batches']} batches per batch size, divided by the population σ "
-        f"(or σ²) and averaged over features; line: mean, band: min–max over "
-        f"{len(config['seeds'])} seeds. Gaussian: {config['num_gaussian_features']} features "
+        "(or σ²) and averaged over features; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="count_last")
+        + f". Gaussian: {config['num_gaussian_features']} features "
         f"N({config['gaussian_mean']:g}, {config['gaussian_std']:g}²). Digits: "
         f"{results['num_features'].get('digits_relu', 0)} live features of a fixed random "
         f"Linear(64, {config['hidden_width']}) + ReLU, batches drawn with replacement.",

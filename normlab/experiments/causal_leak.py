@@ -32,6 +32,10 @@ check that nothing leaks, with one backward per output position t (a random
 upstream gradient over its D features): every entry off position t is then
 exactly 0 iff, almost surely, every off-diagonal block is. The heat maps use
 the full Jacobian of every layer.
+
+What would refute the claim: any non-zero block above the diagonal for LayerNorm,
+RMSNorm or eval-mode BatchNorm, or a train-mode BatchNorm leak that does not follow
+√(2D)·(T − 1)/(2N) in its growth with T and its fall with N.
 """
 
 from __future__ import annotations
@@ -46,7 +50,13 @@ from matplotlib.ticker import MaxNLocator
 
 import normlab as nl
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    integers,
+    seeds,
+)
 from normlab.gradcheck import jacobian
 
 NAME = "causal_leak"
@@ -60,6 +70,9 @@ _TITLES = {
     "layer": "LayerNorm",
     "rms": "RMSNorm",
 }
+
+#: Why every sequence length is ≥ 2 (with 2 tokens, BatchNorm also has N·T ≥ 2 to train on).
+NO_FUTURE = "a sequence of one token has no future token to leak"
 
 #: Heat-map colour range of the block norms; exact zeros get their own colour.
 COLOR_RANGE = (1e-3, 10.0)
@@ -92,14 +105,14 @@ class Config(ExperimentConfig):
         One random batch per seed for the line plots (median and min–max band).
     """
 
-    seq_lens: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
-    batch_size: int = 8
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
-    seq_len: int = 32
-    heatmap_batch_size: int = 4
-    heatmap_seq_len: int = 16
-    num_features: int = 8
-    seeds: tuple[int, ...] = tuple(range(5))
+    seq_lens: tuple[int, ...] = integers((4, 8, 16, 32, 64, 128), minimum=2, why=NO_FUTURE)
+    batch_size: int = integer(8, minimum=1)
+    batch_sizes: tuple[int, ...] = integers((1, 2, 4, 8, 16, 32, 64), minimum=1)
+    seq_len: int = integer(32, minimum=2, why=NO_FUTURE)
+    heatmap_batch_size: int = integer(4, minimum=1)
+    heatmap_seq_len: int = integer(16, minimum=2, why=NO_FUTURE)
+    num_features: int = integer(8, minimum=1)
+    seeds: tuple[int, ...] = seeds(5)
 
     @classmethod
     def quick(cls) -> Config:
@@ -111,23 +124,6 @@ class Config(ExperimentConfig):
             num_features=4,
             seeds=(0, 1),
         )
-
-    def validate(self) -> None:
-        super().validate()  # seq_lens, batch_sizes ≥ 1; seeds ≥ 0
-        for name in ("batch_size", "seq_len", "heatmap_batch_size", "heatmap_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-        if not isinstance(self.num_features, int) or self.num_features < 1:
-            raise ValueError(f"num_features must be an integer ≥ 1, got {self.num_features!r}")
-        shapes = [(self.batch_size, t) for t in self.seq_lens]
-        shapes += [(n, self.seq_len) for n in self.batch_sizes]
-        shapes.append((self.heatmap_batch_size, self.heatmap_seq_len))
-        for n, t in shapes:
-            if n * t < 2:
-                raise ValueError(
-                    f"BatchNorm in training mode needs N·T ≥ 2 tokens, got N = {n}, T = {t}"
-                )
 
 
 # ---------------------------------------------------------------------------
@@ -190,44 +186,47 @@ def dependence_probe(layer, x: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return probe
 
 
-def measure_one(run: dict) -> dict:
-    """Leak summaries of every method, and the block-norm matrices if ``run["keep_matrix"]``.
+def measure(seed: int, shape: tuple[int, int, int], keep_matrix: bool) -> dict:
+    """Leak summaries of every method for one random (N, T, D) batch; matrices if asked.
 
     BatchNorm in training mode always gets its full block norms; the other methods
     get them for the heat map and the cheaper :func:`dependence_probe` in the sweeps.
     """
-    rng = np.random.default_rng(run["seed"])
-    shape = (run["batch_size"], run["seq_len"], run["num_features"])
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)  # (N, T, D), float64
     result = {}
     for method in METHODS:
-        layer = make_layer(method, run["num_features"], x)
-        if run["keep_matrix"] or method == "batch":
+        layer = make_layer(method, shape[-1], x)
+        if keep_matrix or method == "batch":
             norms = block_norms(layer, x)
         else:
             norms = dependence_probe(layer, x, rng)
         result[method] = leak_summary(norms)
-        if run["keep_matrix"]:
+        if keep_matrix:
             result[method]["block_norms"] = norms.tolist()
     return result
 
 
-def _sweep_runs(config: Config) -> dict[str, list[dict]]:
-    common = {"num_features": config.num_features, "keep_matrix": False}
-    by_length = grid(seq_len=config.seq_lens, seed=config.seeds)
-    by_batch = grid(batch_size=config.batch_sizes, seed=config.seeds)
-    for one_run in by_length:
-        one_run.update(batch_size=config.batch_size, **common)
-    for one_run in by_batch:
-        one_run.update(seq_len=config.seq_len, **common)
-    heatmap = {
-        "batch_size": config.heatmap_batch_size,
-        "seq_len": config.heatmap_seq_len,
-        "seed": 0,
-        "num_features": config.num_features,
-        "keep_matrix": True,
-    }
-    return {"seq_len": by_length, "batch_size": by_batch, "heatmap": [heatmap]}
+def measure_against_length(run: dict) -> dict:
+    """Panel (b): N = ``batch_size``, T = the run's ``length``."""
+    shape = (run["batch_size"], run["length"], run["num_features"])
+    return measure(run["seed"], shape, keep_matrix=False)
+
+
+def measure_against_batch_size(run: dict) -> dict:
+    """Panel (c): N = the run's ``sequences``, T = ``seq_len``."""
+    shape = (run["sequences"], run["seq_len"], run["num_features"])
+    return measure(run["seed"], shape, keep_matrix=False)
+
+
+def measure_heatmap(run: dict) -> dict:
+    """Panel (a): one batch of ``heatmap_batch_size`` × ``heatmap_seq_len``, every matrix."""
+    shape = (run["heatmap_batch_size"], run["heatmap_seq_len"], run["num_features"])
+    return measure(run["seed"], shape, keep_matrix=True)
+
+
+#: The summaries of :func:`leak_summary` that the results keep per run.
+SUMMARY_KEYS = ("future_total", "future_per_pair", "future_max", "past_total", "diagonal_mean")
 
 
 def run(config: Config, options: SweepOptions | None = None) -> dict:
@@ -242,27 +241,25 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         seeds, for key in future_total, future_per_pair, future_max, past_total,
         diagonal_mean; ``theory``: √(2D) for the estimates; ``headline``.
     """
-    runs = _sweep_runs(config)
-    everything = runs["seq_len"] + runs["batch_size"] + runs["heatmap"]
-    measured = sweep(NAME, measure_one, everything, options)
-    by_length = measured[: len(runs["seq_len"])]
-    by_batch = measured[len(runs["seq_len"]) : len(runs["seq_len"]) + len(runs["batch_size"])]
-    keys = ("future_total", "future_per_pair", "future_max", "past_total", "diagonal_mean")
+    by_length = config.runs(length="seq_lens", seed="seeds")
+    by_batch = config.runs(sequences="batch_sizes", seed="seeds")
+    heatmap = config.runs(seed=(0,))  # one batch, seed 0, whatever the seeds of (b, c)
 
-    def table(rows: list[dict], num_values: int) -> dict:
-        shape = (num_values, len(config.seeds))  # grid order: T (or N), seed
+    def table(runs, function) -> dict:  # lists over T (or N) of lists over seeds
+        measured = runs.measure(NAME, function, options)
         return {
             method: {
-                key: np.reshape([one[method][key] for one in rows], shape).tolist() for key in keys
+                key: measured.table(lambda one, m=method, k=key: one[m][k]).tolist()
+                for key in SUMMARY_KEYS
             }
             for method in METHODS
         }
 
     results = {
         "config": config.to_dict(),
-        "heatmap": measured[-1],
-        "against_seq_len": table(by_length, len(config.seq_lens)),
-        "against_batch_size": table(by_batch, len(config.batch_sizes)),
+        "heatmap": heatmap.measure(NAME, measure_heatmap, options).results[0],
+        "against_seq_len": table(by_length, measure_against_length),
+        "against_batch_size": table(by_batch, measure_against_batch_size),
         "theory": {"sqrt_2d": float(np.sqrt(2 * config.num_features))},
     }
     results["headline"] = _headline(config, results)
@@ -281,8 +278,8 @@ def _headline(config: Config, results: dict) -> dict:
     theory_total_t = sqrt_2d * (seq_lens - 1) / (2 * config.batch_size)
     theory_total_n = sqrt_2d * (config.seq_len - 1) / (2 * batch_sizes)
 
-    def slope(x, y) -> float:  # log-log slope from the first to the last point
-        return float(np.log(y[-1] / y[0]) / np.log(x[-1] / x[0])) if len(x) > 1 else float("nan")
+    def slope(x, y) -> float | None:  # log-log slope from the first to the last point
+        return float(np.log(y[-1] / y[0]) / np.log(x[-1] / x[0])) if len(x) > 1 else None
 
     zero_methods = ("batch_eval", "layer", "rms")
     exact_zero_max = max(
@@ -304,7 +301,7 @@ def _headline(config: Config, results: dict) -> dict:
         "batchnorm_future_per_pair_slope_vs_seq_len": slope(seq_lens, pair_t),
         "batchnorm_future_total_slope_vs_batch_size": slope(batch_sizes, total_n),
         "batchnorm_future_total_over_theory_vs_seq_len": [
-            float(r) for r in total_t / np.where(theory_total_t > 0, theory_total_t, np.nan)
+            float(r) for r in total_t / theory_total_t
         ],
         "batchnorm_future_total_over_theory_vs_batch_size": [
             float(r) for r in total_n / theory_total_n
@@ -364,7 +361,7 @@ def plot(results: dict) -> Figure:
         f"(a) N = {heat_n}, T = {heat_t}, D = {config['num_features']}, x ~ N(0, 1) float64, "
         "γ = 1, β = 0; above the diagonal (s > t, outlined) = future inputs. Jacobian rows from "
         "normlab's backward with one-hot upstream gradients. (b, c) BatchNorm in train mode, "
-        f"{len(config['seeds'])} seeds (line: median, band: min–max); theory "
+        f"{plotting.spread_caption(len(config['seeds']))}; theory "
         "√(2D)/(N·T) per pair. LayerNorm, RMSNorm and BatchNorm in eval mode: every "
         "off-diagonal block exactly 0 in every run (no point on log axes; checked in the sweeps "
         "with one random-direction backward per position).",
@@ -418,32 +415,27 @@ def _leak_panel(ax, x_values, table, *, theory_total, theory_pair, xlabel, title
     look = plotting.method_style("batch")
     total = np.asarray(table["future_total"])
     pair = np.asarray(table["future_per_pair"])
-    keep = total.max(axis=1) > 0  # T = 1 has no future pair
     plotting.plot_spread(
         ax,
-        x_values[keep],
-        total[keep],
+        x_values,
+        total,
         color=look["color"],
         marker=look["marker"],
         label="total future leak: Σ over s > t of ‖∂y_t/∂x_s‖_F",
     )
     plotting.plot_spread(
         ax,
-        x_values[keep],
-        pair[keep],
+        x_values,
+        pair,
         color=look["color"],
         marker=look["marker"],
         linestyle="--",
         markerfacecolor="white",
         label="per future pair (mean)",
     )
-    plotting.reference_line(ax, x_values[keep], theory_total[keep], label="theory √(2D)(T−1)/(2N)")
-    plotting.reference_line(
-        ax, x_values[keep], theory_pair[keep], linestyle=":", label="theory √(2D)/(N·T)"
-    )
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(x_values[keep], [f"{value:g}" for value in x_values[keep]])
-    ax.minorticks_off()
+    plotting.reference_line(ax, x_values, theory_total, label="theory √(2D)(T−1)/(2N)")
+    plotting.reference_line(ax, x_values, theory_pair, linestyle=":", label="theory √(2D)/(N·T)")
+    plotting.log2_axis(ax, x_values)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=15, loc="left")

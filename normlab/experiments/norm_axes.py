@@ -28,6 +28,10 @@ layers, while RMSNorm's outputs have mean square 1 but a non-zero mean.
 
 Expected group sizes: N·T (BatchNorm), D (LayerNorm, RMSNorm), T·D/G
 (GroupNorm), T (InstanceNorm).
+
+What would refute this picture of the layers: a measured group of any other size, a
+sharing relation that is not a partition (the probe raises), or RMSNorm outputs whose
+group means are 0 (it would be centering after all).
 """
 
 from __future__ import annotations
@@ -41,12 +45,12 @@ from matplotlib.patches import Rectangle
 
 import normlab as nl
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, sweep
+from normlab.experiments.framework import ExperimentConfig, SweepOptions, integer, integers
 
 NAME = "norm_axes"
 
 #: The methods, in the order of the panels (keys of plotting.METHODS).
-METHOD_KEYS = ("batch", "layer", "rms", "group", "instance")
+METHODS = ("batch", "layer", "rms", "group", "instance")
 
 #: What is added to one entry of x to see which outputs move.
 PERTURBATION = 1.0
@@ -82,45 +86,29 @@ class Config(ExperimentConfig):
         missing centering shows in the outputs).
     """
 
-    num_samples: int = 3
-    seq_len: int = 4
-    num_features: int = 8
-    num_groups: int = 2
-    highlight: tuple[int, int, int] = (1, 2, 5)
-    seed: int = 0
+    num_samples: int = integer(3, minimum=1)
+    # a statistic over one value normalizes it to exactly 0 whatever it is, so the probe
+    # could not see that group (InstanceNorm over T, LayerNorm over D)
+    seq_len: int = integer(4, minimum=2, why="every group must hold ≥ 2 values")
+    num_features: int = integer(8, minimum=2, why="every group must hold ≥ 2 values")
+    num_groups: int = integer(2, minimum=1)
+    highlight: tuple[int, int, int] = integers((1, 2, 5), minimum=0, length=3, sort=False)
+    seed: int = integer(0, minimum=0)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(num_samples=2, seq_len=3, num_features=8, num_groups=2, highlight=(1, 1, 5))
 
     def validate(self) -> None:
-        super().validate()
         shape = (self.num_samples, self.seq_len, self.num_features)
-        for name, size in zip(("num_samples", "seq_len", "num_features"), shape, strict=True):
-            if not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1, got {size!r}")
-        if self.seq_len < 2 or self.num_features < 2:
-            # a statistic over one value normalizes it to exactly 0 whatever it is,
-            # so the probe could not see that group (InstanceNorm over T, LayerNorm over D)
-            raise ValueError(
-                "every group must hold ≥ 2 values: need seq_len ≥ 2 and num_features ≥ 2, "
-                f"got seq_len={self.seq_len}, num_features={self.num_features}"
-            )
-        if not isinstance(self.num_groups, int) or self.num_groups < 1:
-            raise ValueError(f"num_groups must be an integer ≥ 1, got {self.num_groups!r}")
         if self.num_features % self.num_groups:
             raise ValueError(
                 f"num_groups={self.num_groups} must divide num_features={self.num_features}"
             )
-        if len(self.highlight) != 3 or not all(
-            isinstance(index, int) and 0 <= index < size
-            for index, size in zip(self.highlight, shape, strict=False)
-        ):
+        if not all(index < size for index, size in zip(self.highlight, shape, strict=True)):
             raise ValueError(
                 f"highlight must be an (n, t, d) entry of the {shape} block, got {self.highlight}"
             )
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer ≥ 0, got {self.seed!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -211,16 +199,8 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``same_groups_as_layer_norm[method]``: labels identical to LayerNorm's;
         ``headline``: the group size of each method.
     """
-    base = {
-        "num_samples": config.num_samples,
-        "seq_len": config.seq_len,
-        "num_features": config.num_features,
-        "num_groups": config.num_groups,
-        "highlight": list(config.highlight),
-        "seed": config.seed,
-    }
-    runs = [{"method": method, **base} for method in METHOD_KEYS]
-    measured = dict(zip(METHOD_KEYS, sweep(NAME, measure_one, runs, options), strict=True))
+    runs = config.runs(method=METHODS)
+    measured = dict(zip(METHODS, runs.measure(NAME, measure_one, options).results, strict=True))
     layer_labels = measured["layer"]["labels"]
     return {
         "config": config.to_dict(),
@@ -307,8 +287,8 @@ def plot(results: dict) -> Figure:
     shape = results["shape"]
     num_samples, seq_len, num_features = shape
     highlight = config["highlight"]
-    figure, axes = plotting.subplots(1, len(METHOD_KEYS), width=20.0, height=9.2)
-    for ax, method in zip(axes, METHOD_KEYS, strict=True):
+    figure, axes = plotting.subplots(1, len(METHODS), width=20.0, height=9.2)
+    for ax, method in zip(axes, METHODS, strict=True):
         measured = results["methods"][method]
         labels = np.asarray(measured["labels"])
         style = plotting.METHODS[method]

@@ -35,9 +35,9 @@ changes sign for features with |m| > √v: the zeros shrink the variance by f an
 widen it by the gap between them and the real values. So the variance error is
 not monotone in p for every feature; the mean error is. The masked statistics
 leave the pads out and differ from the float64 truth by float32 rounding only:
-each of the n ≈ N·T·(1 − p) additions of a sum may round (ε = 1.2e-7), which
-gives relative errors of ~1e-7 to a few 1e-6 here; the mean error in units of
-the std is that times |m|/√v.
+each of the n ≈ N·T·(1 − p) additions of a sum may round (by up to ε = 1.2e-7
+relative), so the relative errors are a few ε up to √n·ε; the mean error in units
+of the std is that times |m|/√v.
 
 LayerNorm and RMSNorm normalize each token with its own D features, so a real
 token's output cannot depend on the pads. Measured three ways: (1) the same
@@ -52,6 +52,10 @@ handled in blocks of four, the last ones by another kernel). The mathematics
 is padding-free; the last bit of a float32 sum can depend on the batch shape.
 (With the current core, LayerNorm's mean goes through that product and shows
 it; RMSNorm's mean square is an ``einsum`` per row and does not.)
+
+What would refute the claims: masked BatchNorm statistics off the real-token truth by
+more than float32 rounding, unmasked errors that do not follow the exact formula above,
+or any difference at all in a LayerNorm or RMSNorm output when the pad values change.
 """
 
 from __future__ import annotations
@@ -64,7 +68,13 @@ from matplotlib.figure import Figure
 import normlab as nl
 from normlab import functional as F
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    numbers,
+    seeds,
+)
 
 NAME = "padding_stats"
 
@@ -76,10 +86,10 @@ FEATURE_MEAN_SPREAD = 1.0
 FEATURE_STD_RANGE = (0.5, 2.0)
 
 #: The two ways BatchNorm can treat the pads (keys of the results, and plotting.METHODS keys).
-VARIANTS = ("batch", "batch_masked")
+BATCH_METHODS = ("batch", "batch_masked")
 
 #: LayerNorm and RMSNorm, compared padded against unpadded.
-TOKEN_NORMS = ("layer", "rms")
+TOKEN_METHODS = ("layer", "rms")
 
 #: The three LayerNorm/RMSNorm comparisons (see the module docstring).
 COMPARISONS = ("pad_values", "padded_vs_unpadded", "arrangement")
@@ -110,27 +120,18 @@ class Config(ExperimentConfig):
         One batch (lengths and values) per seed and padding fraction.
     """
 
-    padding_fractions: tuple[float, ...] = TENTHS
-    batch_size: int = 32
-    seq_len: int = 64
-    num_features: int = 16
-    seeds: tuple[int, ...] = tuple(range(5))
+    padding_fractions: tuple[float, ...] = numbers(TENTHS, minimum=0, below=1)
+    batch_size: int = integer(32, minimum=1)
+    seq_len: int = integer(64, minimum=1)
+    num_features: int = integer(16, minimum=1)
+    seeds: tuple[int, ...] = seeds(5)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(padding_fractions=(0.0, 0.2, 0.4, 0.8), batch_size=16, seq_len=32, seeds=(0, 1))
 
     def validate(self) -> None:
-        super().validate()
-        for name in ("batch_size", "seq_len", "num_features"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-        if not self.padding_fractions:
-            raise ValueError("padding_fractions must not be empty")
         for fraction in self.padding_fractions:
-            if not 0 <= fraction < 1:
-                raise ValueError(f"padding_fractions must be in [0, 1), got {fraction}")
             real_tokens = _real_token_count(self.batch_size, self.seq_len, fraction)
             if real_tokens < max(self.batch_size, 2):
                 raise ValueError(
@@ -247,12 +248,12 @@ def measure_one(run: dict) -> dict:
 
     return {
         "padding_fraction": 1.0 - real_fraction,
-        "mean_error": {variant: errors[variant][0] for variant in VARIANTS},
-        "var_error": {variant: errors[variant][1] for variant in VARIANTS},
+        "mean_error": {variant: errors[variant][0] for variant in BATCH_METHODS},
+        "var_error": {variant: errors[variant][1] for variant in BATCH_METHODS},
         "predicted_unmasked": {"mean_error": predicted[0], "var_error": predicted[1]},
         "layer_reading_vs_moments": moments_gap,
         "token_norms": {
-            kind: token_norm_differences(kind, x, mask, lengths) for kind in TOKEN_NORMS
+            kind: token_norm_differences(kind, x, mask, lengths) for kind in TOKEN_METHODS
         },
     }
 
@@ -270,35 +271,31 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``token_norms[kind][comparison]``: max |Δy| over real tokens, fractions × seeds;
         ``float32_eps``; ``headline``.
     """
-    runs = grid(padding_fraction=config.padding_fractions, seed=config.seeds)
-    for one_run in runs:  # part of the cache key: they change the numbers
-        one_run.update(
-            batch_size=config.batch_size, seq_len=config.seq_len, num_features=config.num_features
-        )
-    measured = sweep(NAME, measure_one, runs, options)
+    runs = config.runs(padding_fraction="padding_fractions", seed="seeds")
+    measured = runs.measure(NAME, measure_one, options)
 
-    shape = (len(config.padding_fractions), len(config.seeds))  # grid order: fraction, seed
-
-    def table(get) -> list:
-        return np.reshape([get(one) for one in measured], shape).tolist()
+    def table(get) -> list:  # (fractions, seeds)
+        return measured.table(get).tolist()
 
     results = {
         "config": config.to_dict(),
         "padding_fractions": list(config.padding_fractions),
         "measured_padding_fraction": table(lambda one: one["padding_fraction"]),
-        "mean_error": {v: table(lambda one, v=v: one["mean_error"][v]) for v in VARIANTS},
-        "var_error": {v: table(lambda one, v=v: one["var_error"][v]) for v in VARIANTS},
+        "mean_error": {v: table(lambda one, v=v: one["mean_error"][v]) for v in BATCH_METHODS},
+        "var_error": {v: table(lambda one, v=v: one["var_error"][v]) for v in BATCH_METHODS},
         "predicted_unmasked": {
             stat: table(lambda one, stat=stat: one["predicted_unmasked"][stat])
             for stat in ("mean_error", "var_error")
         },
-        "layer_reading_vs_moments": max(one["layer_reading_vs_moments"] for one in measured),
+        "layer_reading_vs_moments": max(
+            one["layer_reading_vs_moments"] for one in measured.results
+        ),
         "token_norms": {
             kind: {
                 key: table(lambda one, kind=kind, key=key: one["token_norms"][kind][key])
                 for key in (*COMPARISONS, "output_scale")
             }
-            for kind in TOKEN_NORMS
+            for kind in TOKEN_METHODS
         },
         "float32_eps": float(np.finfo(np.float32).eps),
     }
@@ -330,7 +327,7 @@ def _headline(results: dict) -> dict:
         "layer_reading_vs_moments_max_gap": results["layer_reading_vs_moments"],
         **{
             f"{kind}_{comparison}_max_abs_diff": float(np.max(token[kind][comparison]))
-            for kind in TOKEN_NORMS
+            for kind in TOKEN_METHODS
             for comparison in COMPARISONS
         },
     }
@@ -360,7 +357,7 @@ def plot(results: dict) -> Figure:
         ("var_error", "(b) batch variance: relative |error|"),
     )
     for ax, (stat, title) in zip(axes[:2], panels, strict=True):
-        for variant in VARIANTS:
+        for variant in BATCH_METHODS:
             errors = np.maximum(np.asarray(results[stat][variant]), ERROR_FLOOR)
             plotting.plot_spread(ax, fractions, errors, **plotting.method_style(variant))
         predicted = np.median(results["predicted_unmasked"][stat], axis=1)
@@ -379,11 +376,12 @@ def plot(results: dict) -> Figure:
         ax.set_ylim(ERROR_FLOOR / 3, 30)
         ax.set_xlabel("padding fraction p")
         ax.set_title(title, fontsize=14, loc="left")
-    axes[0].set_ylabel("worst feature's error (median, band: min–max)")
+    spread = " (median, band: min–max)" if len(config["seeds"]) > 1 else ""
+    axes[0].set_ylabel(f"worst feature's error{spread}")
     axes[0].legend(loc="center right")
 
     ax = axes[2]
-    for kind in TOKEN_NORMS:
+    for kind in TOKEN_METHODS:
         look = plotting.method_style(kind)
         for comparison in COMPARISONS:
             label, linestyle, labelled = _COMPARISON_LOOKS[comparison]
@@ -403,7 +401,7 @@ def plot(results: dict) -> Figure:
     for comparison in ("arrangement", "pad_values"):  # one legend entry per line style
         label, linestyle, _ = _COMPARISON_LOOKS[comparison]
         ax.plot([], [], color=plotting.REFERENCE_COLOR, linestyle=linestyle, label=label)
-    output_scale = float(np.max([results["token_norms"][k]["output_scale"] for k in TOKEN_NORMS]))
+    output_scale = float(np.max([results["token_norms"][k]["output_scale"] for k in TOKEN_METHODS]))
     plotting.reference_line(ax, fractions, np.full(len(fractions), eps32 * output_scale))
     plotting.annotate(ax, "float32 ε · max |y|", (fractions[0], eps32 * output_scale), above=5)
     plotting.annotate(
@@ -425,8 +423,9 @@ def plot(results: dict) -> Figure:
         "Padding corrupts BatchNorm's batch statistics unless it is masked; "
         "LayerNorm and RMSNorm never see it",
         f"N = {config['batch_size']} sequences, padded to T = {config['seq_len']}, "
-        f"D = {config['num_features']}, float32, zeros at the pads, {len(config['seeds'])} seeds "
-        "(line: median, band: min–max). Truth: float64 statistics of the real tokens. BatchNorm "
+        f"D = {config['num_features']}, float32, zeros at the pads, "
+        f"{plotting.spread_caption(len(config['seeds']))}. "
+        "Truth: float64 statistics of the real tokens. BatchNorm "
         "statistics read from one training step with momentum = 1. (c) differences of a few ulps "
         "come from BLAS summation order, which depends on the number of rows in a call "
         "(the control shows them without any padding), not from the pads.",

@@ -49,14 +49,12 @@ to a constant.
 (c) Cost, counted rather than timed (timings differ between machines and runs;
 the figures must not). One forward and backward of each layer on float32
 (N, D) input, no mask, through ``layer(x)`` and ``layer.backward(dy)``, with
-two instruments: the core's reductions (``functional.reduce_sum`` and
-``reduce_sum_product``, every ``functional.reduce_*``) are wrapped to count their
-calls (each reads one or two whole arrays once), and the input and upstream
-gradient are an
-ndarray subclass that counts every ufunc result and copy of full size (a pass
-over all N·D elements), split into new arrays (temporaries) and in-place
-updates. (The layer's input check, which would turn the subclass into a plain
-ndarray, is patched to pass it through for this one call.) Each layer is
+two instruments: :func:`normlab.instruments.count_reductions` counts the calls of
+the core's reductions (``functional.reduce_sum`` and ``reduce_sum_product``, each of
+which reads one or two whole arrays once), and the input and upstream gradient are
+an ndarray subclass that counts every ufunc result and copy of full size (a pass
+over all N·D elements), split into new arrays (temporaries) and in-place updates;
+the layers take such an array as it is. Each layer is
 counted with and without its affine γ (and β), so the difference is the work
 of the parameters and their gradients dγ, dβ. The mathematics asks LayerNorm
 for 2 statistics reductions forward (mean, variance) and 2 backward (sums of
@@ -65,25 +63,35 @@ square), 1 backward (Σ ĝ·x̂), plus one for dγ. BatchNorm's backward can reu
 dγ and dβ for its two statistics sums (they run over the same axes), which
 the core does. Measured times are in the README's benchmark table
 (``make bench``, ``benchmarks/bench_layers.py``).
+
+What would refute the claims: a measured invariance table that differs from the
+paper's (a cell invariant to ~1e-15 where the paper says no, or the reverse), RMSNorm
+and LayerNorm differing on zero-mean rows by more than float32 rounding, or RMSNorm
+counting as many reductions as LayerNorm.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from unittest import mock
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 import normlab as nl
-from normlab import functional as F
-from normlab import layers as layers_module
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    integers,
+    number,
+    numbers,
+    seeds,
+)
+from normlab.instruments import count_reductions
 
 NAME = "rms_vs_layernorm"
 
@@ -147,15 +155,15 @@ class Config(ExperimentConfig):
         Random draws for parts (a) and (b); the table shows the largest change.
     """
 
-    batch_size: int = 64
-    input_dim: int = 32
-    num_neurons: int = 16
-    scale_factor: float = 3.0
-    mean_to_std_ratios: tuple[float, ...] = HALF_DECADES
-    num_rows: int = 64
-    row_dim: int = 256
-    cost_shape: tuple[int, int] = (32, 64)
-    seeds: tuple[int, ...] = tuple(range(5))
+    batch_size: int = integer(64, minimum=2)
+    input_dim: int = integer(32, minimum=2)
+    num_neurons: int = integer(16, minimum=2)
+    scale_factor: float = number(3.0, above=0)
+    mean_to_std_ratios: tuple[float, ...] = numbers(HALF_DECADES, above=0)
+    num_rows: int = integer(64, minimum=2)
+    row_dim: int = integer(256, minimum=2)
+    cost_shape: tuple[int, int] = integers((32, 64), minimum=2, length=2, sort=False)
+    seeds: tuple[int, ...] = seeds(5)
 
     @classmethod
     def quick(cls) -> Config:
@@ -168,19 +176,8 @@ class Config(ExperimentConfig):
         )
 
     def validate(self) -> None:
-        super().validate()
-        for name in ("batch_size", "input_dim", "num_neurons", "num_rows", "row_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 2:
-                raise ValueError(f"{name} must be an integer ≥ 2, got {value!r}")
-        if not self.scale_factor > 0 or self.scale_factor == 1:
-            raise ValueError(f"scale_factor must be > 0 and ≠ 1, got {self.scale_factor}")
-        if not self.mean_to_std_ratios or min(self.mean_to_std_ratios) <= 0:
-            raise ValueError(
-                f"mean_to_std_ratios must be positive numbers, got {self.mean_to_std_ratios}"
-            )
-        if len(self.cost_shape) != 2 or min(self.cost_shape) < 2:
-            raise ValueError(f"cost_shape must be (N, D) with both ≥ 2, got {self.cost_shape}")
+        if self.scale_factor == 1:
+            raise ValueError("scale_factor must be ≠ 1 (δ = 1 transforms nothing), got 1")
 
 
 # ---------------------------------------------------------------------------
@@ -229,7 +226,7 @@ def transformations(
     }
 
 
-def invariance_one(run: dict) -> dict:
+def measure_invariance(run: dict) -> dict:
     """Relative output change for every (linear bias, method, transformation, eps) of one seed."""
     rng = np.random.default_rng(run["seed"])
     n, d, h = run["batch_size"], run["input_dim"], run["num_neurons"]
@@ -268,7 +265,7 @@ def standardized_rows(num_rows: int, row_dim: int, rng: np.random.Generator) -> 
     return centred / centred.std(axis=1, keepdims=True)
 
 
-def rms_vs_layer_one(run: dict) -> dict:
+def measure_rms_vs_layer(run: dict) -> dict:
     """Relative difference of RMSNorm and LayerNorm on rows with mean/std = ratio."""
     rng = np.random.default_rng(run["seed"])
     z = standardized_rows(run["num_rows"], run["row_dim"], rng)  # (rows, D), float64
@@ -339,31 +336,17 @@ def count_work(method: str, shape: tuple[int, int], affine: bool) -> dict:
     # each kind takes its own name for the switch (affine / elementwise_affine)
     layer = nl.make_norm(method, num_features, affine=affine, elementwise_affine=affine)
 
-    def counting(reduction):
-        def counted_reduction(*args, **kwargs):
-            counts[phase[0]]["reductions"] += 1
-            return reduction(*args, **kwargs)
-
-        return counted_reduction
-
-    # Every reduction of the core: reduce_sum, and any fused variant (reduce_sum_product).
-    reductions = [name for name in F.__all__ if name.startswith("reduce_")]
-    patches = [mock.patch.object(F, name, counting(getattr(F, name))) for name in reductions]
-
-    def keep_counted(values, layer_name, what="input"):
-        return values  # the layer's input check would turn the subclass into a plain ndarray
-
-    patches.append(mock.patch.object(layers_module, "as_float_array", keep_counted))
-    with contextlib.ExitStack() as stack:
-        for patch in patches:
-            stack.enter_context(patch)
+    with count_reductions() as forward:
         layer(x)
-        phase[0] = "backward"
+    phase[0] = "backward"
+    with count_reductions() as backward:
         layer.backward(dy)
+    counts["forward"]["reductions"] = forward.total()
+    counts["backward"]["reductions"] = backward.total()
     return counts
 
 
-def cost_one(run: dict) -> dict:
+def measure_cost(run: dict) -> dict:
     """Counted work of every method, with and without the affine γ (and β)."""
     shape = tuple(run["cost_shape"])
     return {
@@ -395,29 +378,18 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``work[method][variant][phase][kind]``: counts from part (c), variant
         ``"affine"`` or ``"no_affine"``, kind in :data:`WORK_KINDS`; ``headline``.
     """
-    invariance_runs = grid(seed=config.seeds)
-    for one_run in invariance_runs:
-        one_run.update(
-            part="invariance",
-            batch_size=config.batch_size,
-            input_dim=config.input_dim,
-            num_neurons=config.num_neurons,
-            scale_factor=config.scale_factor,
-        )
-    ratios = (0.0, *config.mean_to_std_ratios)
-    ratio_runs = grid(ratio=ratios, seed=config.seeds)
-    for one_run in ratio_runs:
-        one_run.update(part="rms_vs_layer", num_rows=config.num_rows, row_dim=config.row_dim)
-    cost_runs = [{"part": "cost", "cost_shape": list(config.cost_shape)}]
-
-    invariance_measured = sweep(NAME, invariance_one, invariance_runs, options)
-    ratio_measured = sweep(NAME, rms_vs_layer_one, ratio_runs, options)
-    (work,) = sweep(NAME, cost_one, cost_runs, options)
+    invariance_measured = config.runs(seed="seeds").measure(NAME, measure_invariance, options)
+    # rows of mean/std = 0 (RMSNorm = LayerNorm), then the configured ratios
+    zero_mean = config.runs(ratio=(0.0,), seed="seeds").measure(NAME, measure_rms_vs_layer, options)
+    ratio_measured = config.runs(ratio="mean_to_std_ratios", seed="seeds").measure(
+        NAME, measure_rms_vs_layer, options
+    )
+    (work,) = config.runs().measure(NAME, measure_cost, options).results
 
     results = {
         "config": config.to_dict(),
-        "invariance": _invariance_table(invariance_measured),
-        "rms_vs_layer": _ratio_table(ratios, len(config.seeds), ratio_measured),
+        "invariance": _invariance_table(invariance_measured.results),
+        "rms_vs_layer": _ratio_table(config.mean_to_std_ratios, zero_mean, ratio_measured),
         "work": work,
         "invariance_tolerance": INVARIANCE_TOLERANCE,
     }
@@ -445,16 +417,13 @@ def _invariance_table(measured: list[dict]) -> dict:
     return table
 
 
-def _ratio_table(ratios, num_seeds: int, measured: list[dict]) -> dict:
-    shape = (len(ratios), num_seeds)  # grid order: ratio, seed; ratio 0 first
-    measured_table = np.reshape([one["measured"] for one in measured], shape)
-    formula_table = np.reshape([one["formula"] for one in measured], shape)
+def _ratio_table(ratios, zero_mean, measured) -> dict:
     return {
-        "ratios": list(ratios[1:]),
-        "measured": measured_table[1:].tolist(),
-        "formula": formula_table[1:].tolist(),
-        "zero_mean": measured_table[0].tolist(),
-        "zero_mean_default_eps": [one["default_eps"] for one in measured[:num_seeds]],
+        "ratios": list(ratios),
+        "measured": measured.table("measured").tolist(),  # (ratios, seeds)
+        "formula": measured.table("formula").tolist(),
+        "zero_mean": zero_mean.table("measured")[0].tolist(),  # (seeds,)
+        "zero_mean_default_eps": zero_mean.table("default_eps")[0].tolist(),
     }
 
 
@@ -548,12 +517,17 @@ def plot(results: dict) -> Figure:
         "RMSNorm against LayerNorm: what dropping the mean costs in invariance, and saves in work",
         f"(a) y = norm(x W [+ b_lin]) in float64, N = {config['batch_size']}, "
         f"d = {config['input_dim']}, H = {config['num_neurons']}, δ = {config['scale_factor']:g}, "
-        f"random γ, β; each cell: max |y' − y| / max |y|, largest of {len(config['seeds'])} "
-        f"seeds, with eps ≈ 0 (verdict: invariant below {INVARIANCE_TOLERANCE:.0e}) and with the "
+        f"random γ, β; each cell: max |y' − y| / max |y|, {_over_seeds(len(config['seeds']))}, "
+        f"with eps ≈ 0 (verdict: invariant below {INVARIANCE_TOLERANCE:.0e}) and with the "
         "default eps; paper = Zhang & Sennrich 2019, Table 1. (c) counted, not timed: measured "
         "times are in the README's benchmark table (make bench).",
     )
     return figure
+
+
+def _over_seeds(num_seeds: int) -> str:
+    """``"largest of 5 seeds"``, or ``"1 seed"``."""
+    return "1 seed" if num_seeds == 1 else f"largest of {num_seeds} seeds"
 
 
 def _draw_table(ax, invariance: dict, config: dict) -> None:
@@ -658,7 +632,7 @@ def _draw_ratio(ax, comparison: dict, config: dict) -> None:
     ax.set_title(
         f"(b) when RMSNorm = LayerNorm: rows of D = {config['row_dim']}, "
         f"both eps = {SHARED_EPS:g}, "
-        f"{len(config['seeds'])} seeds",
+        f"{plotting.plural(len(config['seeds']), 'seed')}",
         loc="left",
         fontsize=14,
     )

@@ -31,6 +31,11 @@ running_mean = 0, running_var = 1; momentum=None is the cumulative average
   the biased v would converge to (B−1)/B·σ². The figure computes that biased
   alternative next to the layer's own running_var (cumulative average, same
   batches) with :func:`normlab.functional.moments`.
+
+What would refute the theory: final spreads over seeds far from the exponential-average
+formula (beyond the sampling error of the seeds), noise that does not grow with the
+momentum, or a cumulative running_var that does not converge to σ² while the average
+of the biased variance converges to (B−1)/B·σ².
 """
 
 from __future__ import annotations
@@ -40,12 +45,18 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
 import normlab as nl
 from normlab import functional as F
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    number,
+    numbers,
+    seeds,
+)
 
 NAME = "running_stats"
 
@@ -78,36 +89,19 @@ class Config(ExperimentConfig):
         μ and σ of the population.
     """
 
-    momenta: tuple[float | None, ...] = (0.01, 0.1, 0.5, None)
-    batch_size: int = 4
-    num_steps: int = 1000
-    seeds: tuple[int, ...] = tuple(range(10))
-    num_features: int = 8
-    population_mean: float = 3.0
-    population_std: float = 2.0
+    momenta: tuple[float | None, ...] = numbers(
+        (0.01, 0.1, 0.5, None), above=0, maximum=1, allow_none=True
+    )
+    batch_size: int = integer(4, minimum=2, why="BatchNorm cannot train on one sample")
+    num_steps: int = integer(1000, minimum=2)
+    seeds: tuple[int, ...] = seeds(10)
+    num_features: int = integer(8, minimum=1)
+    population_mean: float = number(3.0)
+    population_std: float = number(2.0, above=0)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(num_steps=300, seeds=(0, 1, 2, 3))
-
-    def validate(self) -> None:
-        super().validate()  # seeds
-        if not self.momenta:
-            raise ValueError("momenta must not be empty")
-        for momentum in self.momenta:
-            if momentum is not None and not 0 < momentum <= 1:
-                raise ValueError(f"momenta must be in (0, 1] or None, got {momentum!r}")
-        if self.batch_size < 2:
-            raise ValueError(
-                f"batch_size must be ≥ 2 (BatchNorm cannot train on one sample), "
-                f"got {self.batch_size}"
-            )
-        if self.num_steps < 2:
-            raise ValueError(f"num_steps must be ≥ 2, got {self.num_steps}")
-        if self.num_features < 1:
-            raise ValueError(f"num_features must be ≥ 1, got {self.num_features}")
-        if not self.population_std > 0:
-            raise ValueError(f"population_std must be > 0, got {self.population_std}")
 
 
 # ---------------------------------------------------------------------------
@@ -234,34 +228,23 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         alternative, in σ²);
         ``headline``.
     """
-    runs = grid(momentum=config.momenta, seed=config.seeds)
-    shared = {
-        "batch_size": config.batch_size,
-        "num_steps": config.num_steps,
-        "num_features": config.num_features,
-        "population_mean": config.population_mean,
-        "population_std": config.population_std,
-    }
-    measured = sweep(NAME, measure_one, [{**one, **shared} for one in runs], options)
+    measured = config.runs(momentum="momenta", seed="seeds").measure(NAME, measure_one, options)
     mu, sigma = config.population_mean, config.population_std
-    num_seeds = len(config.seeds)
     steps = recorded_steps(config.num_steps)
 
     trajectories, final = [], []
-    for index, momentum in enumerate(config.momenta):
-        per_seed = measured[index * num_seeds : (index + 1) * num_seeds]  # grid: momentum, seed
-        trajectory = {
-            key: np.asarray([one[key] for one in per_seed]).T.tolist()  # (steps, seeds)
-            for key in TRAJECTORY_KEYS
+    for momentum in config.momenta:
+        trajectory = {  # (steps, seeds)
+            key: measured.table(key, momentum=momentum).T.tolist() for key in TRAJECTORY_KEYS
         }
         theory_curve = theory_rms_error(momentum, steps, config.batch_size, mu, sigma)
         trajectory["theory_rms_error_mean"] = theory_curve["mean"].tolist()
         trajectory["theory_rms_error_var"] = theory_curve["var"].tolist()
         trajectories.append(trajectory)
 
-        final_mean = np.asarray([one["final_running_mean"] for one in per_seed])  # (seeds, D)
-        final_var = np.asarray([one["final_running_var"] for one in per_seed])
-        final_biased = np.asarray([one["final_biased_cumulative_var"] for one in per_seed])
+        final_mean = measured.table("final_running_mean", momentum=momentum)  # (seeds, D)
+        final_var = measured.table("final_running_var", momentum=momentum)
+        final_biased = measured.table("final_biased_cumulative_var", momentum=momentum)
         kept = float(kept_fraction(momentum, config.num_steps))
         final.append(
             {
@@ -314,20 +297,6 @@ def _headline(config: Config, final: list[dict]) -> dict:
 
 #: The biased alternative: brown, a colour no method uses.
 _BIASED_COLOR = "#8C510A"
-
-#: Plain numbers on log axes (0.1, 0.02) instead of 10⁻¹, 2×10⁻².
-_PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
-
-
-def _label_minor_tick(value: float, _position) -> str:
-    """Label only the minor ticks at 2, 3 and 5 times a power of ten (no crowding)."""
-    leading_digit = round(value / 10 ** np.floor(np.log10(value)))
-    return f"{value:g}" if leading_digit in (2, 3, 5) else ""
-
-
-def _plain_log_axis(axis) -> None:
-    axis.set_major_formatter(_PLAIN)
-    axis.set_minor_formatter(FuncFormatter(_label_minor_tick))
 
 
 def _looks(momenta: list) -> list[dict]:
@@ -397,7 +366,7 @@ def plot(results: dict) -> Figure:
     ):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _plain_log_axis(ax.yaxis)
+        plotting.plain_log_labels(ax.yaxis)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"rms error of {what} / {unit}")
         ax.set_title(f"{what}: error over features (dotted: theory)", fontsize=15)
@@ -412,8 +381,11 @@ def plot(results: dict) -> Figure:
         "BatchNorm's running statistics: larger momentum converges faster but stays noisier",
         f"Population: {config['num_features']} independent features N({mu:g}, {sigma:g}²); "
         f"batch size B = {batch_size}; {config['num_steps']} steps of nl.BatchNorm in training "
-        "mode, the same batches for every momentum. Bottom row and top right: line = median "
-        f"(bias panel: mean), band = min–max over {len(config['seeds'])} seeds.",
+        "mode, the same batches for every momentum. Bottom row and top right: "
+        + plotting.spread_caption(
+            len(config["seeds"]), center="median (bias panel: mean)", form="count_last", sep=" = "
+        )
+        + ".",
     )
     return figure
 
@@ -463,7 +435,7 @@ def _plot_final_noise(ax, results: dict, looks: list[dict]) -> None:
     ax.set_xticks(positions, [momentum_name(m) for m in results["momenta"]])
     ax.set_xlim(-0.5, len(positions) - 0.5)
     ax.set_yscale("log")
-    _plain_log_axis(ax.yaxis)
+    plotting.plain_log_labels(ax.yaxis)
     ax.set_xlabel("momentum")
     ax.set_ylabel("std over seeds of the final value")
     ax.set_title(f"noise after {config['num_steps']} steps", fontsize=15)

@@ -4,9 +4,14 @@ The question: why does every normlab layer compute its variance in two passes
 (mean first, then the mean of squared deviations) instead of the one-pass
 ``E[x²] - E[x]²``? Both are the same number in exact arithmetic. In floating
 point the one-pass form subtracts two nearly equal large numbers, E[x²] ≈ μ² + σ²
-and E[x]² ≈ μ², so its relative error is about ε·(μ/σ)² (ε = 1.2e-7 in float32):
-0.1 % at μ/σ = 100, every digit wrong near μ/σ = 3000. The two-pass form
-subtracts the mean before squaring and stays near ε.
+and E[x]² ≈ μ², so theory puts its relative error at about ε·(μ/σ)² (ε the machine
+epsilon of the dtype): it should pass 1 % somewhere near μ/σ = 300 in float32 and be
+meaningless beyond a few thousand. The two-pass form subtracts the mean before
+squaring and should stay near ε.
+
+What would refute the claim: a one-pass float32 error that does not grow like (μ/σ)²
+(off the theory line by more than a factor of 10), or a two-pass float32 error that
+grows with μ/σ.
 
 Setup: ``sample_size`` values ``x = μ + σ·z`` with ``z ~ N(0, 1)``, σ = 1, stored in
 float32; for each ratio μ/σ and seed, the relative error of three computations
@@ -26,7 +31,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from normlab import functional, plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, grid, sweep
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    numbers,
+    seeds,
+)
 
 NAME = "variance_numerics"
 
@@ -60,22 +71,13 @@ class Config(ExperimentConfig):
         One set of samples per seed; the figure shows their median and range.
     """
 
-    mean_to_std_ratios: tuple[float, ...] = HALF_DECADES
-    sample_size: int = 4096
-    seeds: tuple[int, ...] = tuple(range(10))
+    mean_to_std_ratios: tuple[float, ...] = numbers(HALF_DECADES, above=0)
+    sample_size: int = integer(4096, minimum=2, why="to have a variance")
+    seeds: tuple[int, ...] = seeds(10)
 
     @classmethod
     def quick(cls) -> Config:
         return cls(mean_to_std_ratios=HALF_DECADES[::2], sample_size=1024, seeds=(0, 1, 2))
-
-    def validate(self) -> None:
-        super().validate()  # seeds: non-empty, integers ≥ 0
-        if not self.mean_to_std_ratios or min(self.mean_to_std_ratios) <= 0:
-            raise ValueError(
-                f"mean_to_std_ratios must be positive numbers, got {self.mean_to_std_ratios}"
-            )
-        if self.sample_size < 2:
-            raise ValueError(f"sample_size must be ≥ 2 to have a variance, got {self.sample_size}")
 
 
 # ---------------------------------------------------------------------------
@@ -137,15 +139,9 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``float32_eps``, ``float64_eps``: machine epsilons for the theory lines;
         ``headline``: the numbers quoted in the README.
     """
-    runs = grid(ratio=config.mean_to_std_ratios, seed=config.seeds)
-    for one_run in runs:
-        one_run["sample_size"] = config.sample_size  # part of the cache key: it changes results
-    measured = sweep(NAME, measure_one, runs, options)
-
-    table_shape = (len(config.mean_to_std_ratios), len(config.seeds))  # grid order: ratio, seed
-    relative_error = {
-        formula: np.reshape([one[formula] for one in measured], table_shape) for formula in FORMULAS
-    }
+    runs = config.runs(ratio="mean_to_std_ratios", seed="seeds")
+    measured = runs.measure(NAME, measure_one, options)
+    relative_error = {formula: measured.table(formula) for formula in FORMULAS}  # (ratios, seeds)
     return {
         "config": config.to_dict(),
         "mean_to_std_ratios": list(config.mean_to_std_ratios),
@@ -212,8 +208,8 @@ def plot(results: dict) -> Figure:
     plotting.set_title(
         figure,
         "When does E[x²] − E[x]² lose the variance?",
-        f"n = {config['sample_size']} values per variance, {len(config['seeds'])} seeds "
-        "(line: median, band: min–max); reference: exact float64 two-pass; "
+        f"n = {config['sample_size']} values per variance, "
+        f"{plotting.spread_caption(len(config['seeds']))}; reference: exact float64 two-pass; "
         f"exact zeros drawn at {ERROR_FLOOR:.0e}",
     )
     return figure

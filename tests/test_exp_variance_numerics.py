@@ -1,23 +1,23 @@
 """variance_numerics in quick mode: the one-pass variance fails in float32, two passes do not.
 
-The pattern of every experiment test: run the quick config once (module fixture),
-assert the qualitative property from the experiment's own numbers, check that
-the figure draws, and that a second run gives the same numbers.
+The pattern of every experiment test: the quick config's results (run once per session,
+``quick_runs`` in conftest.py), and the qualitative property asserted from the
+experiment's own numbers. What every experiment must do besides (deterministic numbers,
+strict JSON, a figure, checked configs) is tested once for all in
+``test_experiment_contract.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from matplotlib.figure import Figure
 
 from normlab.experiments import variance_numerics
-from normlab.experiments.variance_numerics import Config
 
 
 @pytest.fixture(scope="module")
-def results():
-    return variance_numerics.run(Config.quick())
+def results(quick_runs):
+    return quick_runs.results(variance_numerics.NAME)
 
 
 def median_error(results, formula: str) -> np.ndarray:
@@ -48,21 +48,3 @@ def test_float64_moves_the_failure_but_does_not_remove_it(results):
     one_pass_64 = median_error(results, "one_pass_float64")
     assert one_pass_64.max() < 1e-5
     assert one_pass_64[-1] > 1e3 * one_pass_64[0]
-
-
-def test_same_config_same_numbers(results):
-    assert variance_numerics.run(Config.quick()) == results
-
-
-def test_plot_draws_a_log_log_figure(results):
-    figure = variance_numerics.plot(results)
-    assert isinstance(figure, Figure)
-    (ax,) = figure.axes
-    assert ax.get_xscale() == ax.get_yscale() == "log"
-
-
-def test_config_rejects_what_cannot_run():
-    with pytest.raises(ValueError, match="sample_size"):
-        Config(sample_size=1)
-    with pytest.raises(ValueError, match="positive"):
-        Config(mean_to_std_ratios=(0.0, 10.0))
