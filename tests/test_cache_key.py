@@ -117,6 +117,7 @@ def test_dependencies_are_the_modules_the_measurement_imports():
     assert dependencies.dependencies(variance_numerics.measure_one) == [
         "normlab._fastsum",
         "normlab.functional",
+        "normlab.module",  # the argument checks (check_axes)
     ]
     training_run = dependencies.dependencies(accuracy_vs_batch_size.measure_one)
     assert {"normlab.training", "normlab.nn", "normlab.data", "normlab.layers"} <= set(training_run)
