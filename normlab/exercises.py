@@ -35,7 +35,9 @@ channels (channel c in group ``c // (C // num_groups)``, as PyTorch)::
 One check per exercise: :func:`check_batchnorm`, :func:`check_running_update`,
 :func:`check_batchnorm_eval`, :func:`check_layernorm`, :func:`check_rmsnorm`,
 :func:`check_groupnorm`. Each returns a :class:`Report` that prints itself in a
-notebook and has a boolean ``passed``.
+notebook and has a boolean ``passed``. A function that raises ``NotImplementedError``
+(or is passed as None) is reported as "not implemented yet"; any other exception is
+reported with the line of your code it came from, and never raised.
 
 How the checker decides
 -----------------------

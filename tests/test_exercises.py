@@ -542,9 +542,9 @@ def test_a_function_that_changes_its_inputs_in_place_does_not_fool_the_check():
         axes = leading_axes(x)
         x -= x.mean(axis=axes, keepdims=True)
         x /= np.sqrt(x.var(axis=axes, keepdims=True) + eps)
-        return gamma * x + beta, (x, 1 / np.sqrt(0.0 + 1.0), gamma)
+        return gamma * x + beta, None
 
-    report = exercises.check_batchnorm(forward_in_place, None)
+    report = exercises.check_batchnorm(forward_in_place, None)  # None: not written yet
     assert report.stages[0].passed
     assert report.stages[1].status == "not implemented yet"
 
