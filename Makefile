@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: figures figures-quick test lint format lab bench clean
+.PHONY: figures figures-quick handouts handouts-quick test lint format lab bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ figures: $(STAMP)  ## regenerate every lecture figure into figures/
 figures-quick: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m normlab figures --quick --out figures-quick
 
+handouts: $(STAMP)  ## every notebook (lessons, solutions) run, as HTML with its figures, into handouts/
+	$(BIN)/python -m normlab.handouts --out handouts
+
+handouts-quick: $(STAMP)
+	$(BIN)/python -m normlab.handouts --quick --out handouts-quick
+
 test: $(TEST_STAMP)  ## the whole test suite (parity tests run when torch is installed)
 	MPLBACKEND=Agg $(BIN)/python -m pytest
 
@@ -45,4 +51,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_layers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache figures-quick figures-custom
+	rm -rf $(VENV) .pytest_cache figures-quick figures-custom handouts handouts-quick
