@@ -32,6 +32,7 @@ __all__ = [
     "reduce_sum",
     "reduce_sum_product",
     "repeat_along_short_run",
+    "statistic_sums_from_parameter_grads",
 ]
 
 
@@ -208,3 +209,33 @@ def repeat_along_short_run(stat: np.ndarray, x_shape: tuple[int, ...]) -> np.nda
     repeated = np.empty(shape, dtype=stat.dtype)
     repeated[...] = stat
     return repeated
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm's backward: its two statistic sums are the parameter gradients
+# ---------------------------------------------------------------------------
+
+
+def statistic_sums_from_parameter_grads(dy, cache, dweight, dbias):
+    """Σ ĝ·x̂ and Σ ĝ over the reduction axes, from dγ and dβ; None where this does not apply.
+
+    When the statistics are summed over exactly the axes γ broadcasts over
+    (BatchNorm: every axis but the features), γ is a constant factor inside the
+    backward's two sums, and what is left are the parameter gradients::
+
+        Σ ĝ·x̂ = Σ dy·γ·x̂ = γ·Σ dy·x̂ = γ·dγ        Σ ĝ = γ·Σ dy = γ·dβ
+
+    so BatchNorm's backward needs no full-size ĝ = dy·γ and no pass over it (Σ dy
+    is summed here only when there is no dβ to reuse). ``cache`` is the
+    :class:`normlab.functional.NormCache` of the forward; for any other layer
+    (statistics over other axes, or no γ) the answer is None.
+    """
+    weight = cache.weight
+    if weight is None:
+        return None
+    parameter_axes = tuple(range(cache.xhat.ndim - weight.ndim))  # the axes γ broadcasts over
+    if cache.reduce_axes != parameter_axes:
+        return None
+    same_axes = cache.bias_shape == weight.shape
+    sum_dy = dbias if same_axes else reduce_sum(dy, parameter_axes)
+    return weight * dweight, weight * sum_dy

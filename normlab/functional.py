@@ -35,16 +35,13 @@ A padding ``mask`` (boolean, broadcastable to ``x``, True = real value) removes
 values from every statistic; the outputs and input gradients at masked
 positions are exactly 0.
 
-When the values of one statistic are spread over several devices (synchronized
-BatchNorm, :mod:`normlab.parallel`), each device passes ``all_reduce``: a function
-that returns the sum of an array over all devices. Every sum over the reduction
-axes -- the count, the two passes of :func:`moments`, the backward's two sums --
-is completed by it, and nothing else changes.
+When one statistic's values are spread over devices (synchronized BatchNorm,
+:mod:`normlab.parallel`), ``all_reduce`` sums an array over all of them: it completes
+every sum over the reduction axes (the count, both passes, the backward's two sums).
 
-This is the code the layers run: its sums are :func:`reduce_sum` and
-:func:`reduce_sum_product` (fast ``np.sum``, from :mod:`normlab._fastsum`) and its two
-shortcuts are named helpers (BatchNorm's backward from dγ and dβ, GroupNorm's repeated
-statistics). :mod:`normlab.reference` is the same computation, plainly, layer by layer.
+The layers run this code; its sums and two shortcuts (BatchNorm's backward from dγ, dβ;
+GroupNorm's repeated statistics) are in :mod:`normlab._fastsum`, and
+:mod:`normlab.reference` is the same computation, plainly, layer by layer.
 """
 
 from __future__ import annotations
@@ -55,14 +52,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from normlab._fastsum import reduce_sum, reduce_sum_product, repeat_along_short_run
+from normlab._fastsum import (
+    reduce_sum,
+    reduce_sum_product,
+    repeat_along_short_run,
+    statistic_sums_from_parameter_grads,
+)
 from normlab.module import check_axes
 
-#: Sums an array (or an int count) over all devices; each device gets the same result.
-AllReduce = Callable[[object], object]
-
 __all__ = [
-    "AllReduce",
     "NormCache",
     "moments",
     "normalize",
@@ -78,7 +76,7 @@ def moments(
     *,
     center: bool = True,
     mask: np.ndarray | None = None,
-    all_reduce: AllReduce | None = None,
+    all_reduce: Callable | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int | np.ndarray]:
     """Mean and biased variance of ``x`` over ``reduce_axes``, in two passes.
 
@@ -106,8 +104,7 @@ def moments(
     mask : bool ndarray broadcastable to ``x``, optional
         True marks real values; masked values take no part in the statistics.
     all_reduce : callable, optional
-        Sums an array over the devices that hold the other values of each
-        statistic (synchronized BatchNorm); the count and both passes go through it.
+        Sums an array (or the count) over all devices (synchronized BatchNorm).
 
     Returns
     -------
@@ -116,7 +113,7 @@ def moments(
         How many values each statistic averaged (an array under a mask).
     """
     reduce_axes = check_axes(reduce_axes, x.ndim, "moments")
-    total = _on_this_device_only if all_reduce is None else all_reduce
+    total = all_reduce if all_reduce is not None else (lambda one_device_sum: one_device_sum)
     count = total(_count(x.shape, reduce_axes, mask))
     divisor = _divisor(count, x.dtype)
     real_x = x if mask is None else np.where(mask, x, 0)  # (shape of x)
@@ -159,7 +156,7 @@ class NormCache(NamedTuple):
     batch_statistics: bool
     mask: np.ndarray | None
     count: int | np.ndarray
-    all_reduce: AllReduce | None = None
+    all_reduce: Callable | None = None
 
 
 def normalize(
@@ -175,7 +172,7 @@ def normalize(
     batch_statistics: bool = True,
     mask: np.ndarray | None = None,
     count: int | np.ndarray | None = None,
-    all_reduce: AllReduce | None = None,
+    all_reduce: Callable | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """Normalize ``x`` with given statistics, then scale and shift.
 
@@ -195,9 +192,8 @@ def normalize(
         running averages).
     eps : float, added to the variance for numerical stability.
     weight, bias : optional γ and β.
-    reduce_axes, center : how ``mean`` and ``var`` were computed (an int or a tuple,
-        as in :func:`moments`); needed by the
-        backward when ``batch_statistics`` is True.
+    reduce_axes, center : how ``mean`` and ``var`` were computed (as in
+        :func:`moments`); the backward needs them when ``batch_statistics`` is True.
     batch_statistics : bool, default True
         True if ``mean``/``var`` were computed from ``x`` (training-mode
         BatchNorm, LayerNorm, RMSNorm, GroupNorm), False if they are constants
@@ -296,10 +292,9 @@ def normalize_backward(
     else:
         # dx = rstd·ĝ - x̂·(rstd·mean(ĝ·x̂)) - rstd·mean(ĝ): only rstd·ĝ and x̂ are
         # full-size; the factors in brackets have the statistics' shape.
-        if _statistics_over_parameter_axes(cache):  # BatchNorm
-            sum_dxhat_xhat, sum_dxhat = _statistic_sums_from_parameter_grads(
-                dy, cache, dweight, dbias
-            )
+        shortcut = statistic_sums_from_parameter_grads(dy, cache, dweight, dbias)
+        if shortcut is not None:  # BatchNorm: the two sums come from dγ and dβ
+            sum_dxhat_xhat, sum_dxhat = shortcut
             dx = dy * (weight * rstd)  # rstd·ĝ: one product with a per-feature factor
         else:
             dxhat = dy * weight if weight is not None else dy.copy()  # ĝ, (shape of x)
@@ -319,11 +314,6 @@ def normalize_backward(
     if mask is not None:
         np.copyto(dx, 0, where=~mask)
     return dx, dweight, dbias
-
-
-def _on_this_device_only(partial_sum):
-    """The ``all_reduce`` of a single device: its sum is already the whole sum."""
-    return partial_sum
 
 
 def _count(x_shape: tuple[int, ...], reduce_axes: tuple[int, ...], mask: np.ndarray | None):
@@ -358,27 +348,3 @@ def _parameter_grads(dy: np.ndarray, cache: NormCache):
         dbias = reduce_sum(dy, _parameter_axes(cache, len(cache.bias_shape)))
         dbias = dbias.reshape(cache.bias_shape)
     return dweight, dbias
-
-
-def _statistics_over_parameter_axes(cache: NormCache) -> bool:
-    """True when the statistics sum over exactly γ's broadcast axes (BatchNorm with γ)."""
-    weight = cache.weight
-    return weight is not None and cache.reduce_axes == _parameter_axes(cache, weight.ndim)
-
-
-def _statistic_sums_from_parameter_grads(dy, cache: NormCache, dweight, dbias):
-    """Σ ĝ·x̂ and Σ ĝ over the reduction axes, from dγ and dβ, with no pass over ĝ = dy·γ.
-
-    When the statistics are summed over exactly the axes γ broadcasts over
-    (BatchNorm: every axis but the features), γ is a constant factor inside the
-    backward's two sums, and what is left are the parameter gradients::
-
-        Σ ĝ·x̂ = Σ dy·γ·x̂ = γ·Σ dy·x̂ = γ·dγ        Σ ĝ = γ·Σ dy = γ·dβ
-
-    so BatchNorm's backward needs no full-size ĝ and no pass over it (Σ dy is
-    summed here only when there is no dβ to reuse).
-    """
-    weight = cache.weight
-    same_axes = cache.bias_shape == weight.shape
-    sum_dy = dbias if same_axes else reduce_sum(dy, _parameter_axes(cache, weight.ndim))
-    return weight * dweight, weight * sum_dy

@@ -102,7 +102,7 @@ class Norm(Module):
     #: subtract the mean (False for RMSNorm)
     center = True
     #: completes each statistic's sums over devices (synchronized BatchNorm), or None
-    all_reduce: F.AllReduce | None = None
+    all_reduce: Callable | None = None
 
     def __init__(self, param_shape, eps, weight: bool, bias: bool, dtype) -> None:
         super().__init__()
