@@ -13,7 +13,8 @@ $(BIN)/python:
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
+	# -qq: setuptools' advisory box about editable installs is not for users; errors still show
+	$(BIN)/python -m pip install -qq --no-deps -e .
 	touch $@
 
 $(TEST_STAMP): requirements-test.txt $(STAMP)

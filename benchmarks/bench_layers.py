@@ -6,8 +6,8 @@ What is measured, for every layer and shape of the performance issue:
 
 * the time of a forward pass alone and of a forward plus backward pass, in
   float32 with 2 threads, for three implementations: normlab, ``torch.nn``
-  (when torch is installed) and ``naive``, a plain numpy version written
-  below the way a textbook writes it;
+  (when torch is installed) and ``naive``, the textbook version of
+  :mod:`normlab.reference` (plain numpy, no speed code);
 * the ratio normlab time / torch time. The implementations run in one
   process, alternating (normlab, torch, naive, then the next order), and each
   round gives one *paired* ratio, so slow drifts of the machine affect both
@@ -35,6 +35,7 @@ GroupNorm, where normlab takes the same data features-last.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import platform
@@ -60,6 +61,7 @@ except ImportError:
     torch = None
 
 import normlab as nl
+from normlab import reference
 
 NUM_THREADS = 2
 DTYPE = np.float32
@@ -74,61 +76,6 @@ SEED = 0
 OTHER_LOAD_WARNING = 0.2  # cores kept busy by other processes during the run
 QUIET_LOAD = 0.25  # a round is quiet when other processes kept at most this many cores busy
 MAX_ROUNDS_FACTOR = 3  # rounds run at most, as a multiple of the quiet rounds wanted
-
-
-# ---------------------------------------------------------------------------
-# The plain numpy version: the formulas as written in a textbook
-# ---------------------------------------------------------------------------
-
-
-class NaiveNorm:
-    """Normalization written plainly: ``mean``, ``var``, normalize, textbook backward.
-
-    ``reduce_axes`` are the axes of the statistics, ``center=False`` is RMSNorm
-    and ``num_groups`` reshapes the channels as GroupNorm does. No running
-    statistics, masks or checks: only the arithmetic every layer does.
-    """
-
-    def __init__(self, reduce_axes, num_features, *, center=True, bias=True, num_groups=None):
-        self.reduce_axes = reduce_axes
-        self.center = center
-        self.num_groups = num_groups
-        self.weight = np.ones(num_features, dtype=DTYPE)
-        self.bias = np.zeros(num_features, dtype=DTYPE) if bias else None
-
-    def _grouped(self, array):
-        if self.num_groups is None:
-            return array
-        channels = array.shape[-1]
-        return array.reshape(*array.shape[:-1], self.num_groups, channels // self.num_groups)
-
-    def forward(self, x):
-        xg = self._grouped(x)
-        if self.center:
-            mean = xg.mean(axis=self.reduce_axes, keepdims=True)
-            var = ((xg - mean) ** 2).mean(axis=self.reduce_axes, keepdims=True)
-        else:
-            mean = 0.0
-            var = (xg**2).mean(axis=self.reduce_axes, keepdims=True)
-        self.rstd = 1.0 / np.sqrt(var + EPS)
-        self.xhat = ((xg - mean) * self.rstd).reshape(x.shape)
-        y = self.xhat * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
-
-    def backward(self, dy):
-        param_axes = tuple(range(dy.ndim - 1))
-        self.dweight = (dy * self.xhat).sum(axis=param_axes)
-        if self.bias is not None:
-            self.dbias = dy.sum(axis=param_axes)
-        dxhat = self._grouped(dy * self.weight)
-        xhat = self._grouped(self.xhat)
-        axes = self.reduce_axes
-        dx = dxhat - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)
-        if self.center:
-            dx = dx - dxhat.mean(axis=axes, keepdims=True)
-        return (dx * self.rstd).reshape(dy.shape)
 
 
 # ---------------------------------------------------------------------------
@@ -155,17 +102,27 @@ class Case:
         kind = {"BatchNorm": "batch", "LayerNorm": "layer", "RMSNorm": "rms", "GroupNorm": "group"}
         return nl.make_norm(kind[self.layer], self.channels, eps=EPS, num_groups=NUM_GROUPS)
 
-    def naive_layer(self):
-        ndim = len(self.shape)
+    def textbook_functions(self):
+        """(forward(x) -> (out, cache), backward(dout, cache)) from normlab.reference."""
+        weight = np.ones(self.channels, dtype=DTYPE)
+        bias = np.zeros(self.channels, dtype=DTYPE)
         if self.layer == "BatchNorm":
-            return NaiveNorm(tuple(range(ndim - 1)), self.channels)
+            forward = functools.partial(
+                reference.batch_norm_forward, weight=weight, bias=bias, eps=EPS
+            )
+            return forward, reference.batch_norm_backward
         if self.layer == "LayerNorm":
-            return NaiveNorm((ndim - 1,), self.channels)
+            forward = functools.partial(
+                reference.layer_norm_forward, weight=weight, bias=bias, eps=EPS
+            )
+            return forward, reference.layer_norm_backward
         if self.layer == "RMSNorm":
-            return NaiveNorm((ndim - 1,), self.channels, center=False, bias=False)
-        # grouped view (N, *spatial, G, C/G): statistics per sample and group
-        grouped_axes = (*range(1, ndim - 1), ndim)
-        return NaiveNorm(grouped_axes, self.channels, num_groups=NUM_GROUPS)
+            forward = functools.partial(reference.rms_norm_forward, weight=weight, eps=EPS)
+            return forward, reference.rms_norm_backward
+        forward = functools.partial(
+            reference.group_norm_forward, num_groups=NUM_GROUPS, weight=weight, bias=bias, eps=EPS
+        )
+        return forward, reference.group_norm_backward
 
     def torch_layer(self):
         if self.layer == "BatchNorm":
@@ -224,14 +181,14 @@ def normlab_steps(case: Case, x: np.ndarray, dy: np.ndarray):
 
 
 def naive_steps(case: Case, x: np.ndarray, dy: np.ndarray):
-    layer = case.naive_layer()
+    textbook_forward, textbook_backward = case.textbook_functions()
 
     def forward():
-        return layer.forward(x)
+        return textbook_forward(x)[0]
 
     def forward_backward():
-        y = layer.forward(x)
-        return y, layer.backward(dy)
+        y, cache = textbook_forward(x)
+        return y, textbook_backward(dy, cache)[0]
 
     return forward, forward_backward
 
@@ -254,13 +211,13 @@ def torch_steps(case: Case, x: np.ndarray, dy: np.ndarray):
 
 def check_agreement(case: Case, steps: dict) -> None:
     """Every implementation must compute the same y and dx before its speed means anything."""
-    references = steps["naive"][1]()
+    textbook_results = steps["naive"][1]()
     for name, (_, forward_backward) in steps.items():
         results = forward_backward()
         if name == "torch":
             results = [case.from_torch_layout(tensor.detach().numpy()) for tensor in results]
-        for what, result, reference in zip(("y", "dx"), results, references, strict=True):
-            error = float(np.max(np.abs(result - reference) / np.max(np.abs(reference))))
+        for what, result, expected in zip(("y", "dx"), results, textbook_results, strict=True):
+            error = float(np.max(np.abs(result - expected) / np.max(np.abs(expected))))
             if error > 1e-3:
                 raise AssertionError(f"{case.layer}{case.shape}: {name}'s {what} is off by {error}")
 
@@ -433,7 +390,7 @@ def machine_info() -> list[str]:
 
 def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -> str:
     have_torch = torch is not None
-    reference = "torch" if have_torch else "naive"
+    baseline = "torch" if have_torch else "naive"
     lines = ["## normlab speed", "", *machine_info()]
     if other_load is not None:
         lines.append(f"- other processes kept {other_load:.2f} cores busy on average meanwhile")
@@ -441,7 +398,7 @@ def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -
     lines += [
         f"Median over {repeats} alternating rounds (each sample after a "
         f"{SETTLE_SECONDS} s pause and one untimed call); ratios are normlab time / "
-        f"{reference} time, paired per round, with their interquartile range in brackets "
+        f"{baseline} time, paired per round, with their interquartile range in brackets "
         "(< 1 means normlab is faster). Memory: peak allocated during one forward+backward "
         "of a fresh layer, output held (tracemalloc), as a multiple of the input's size. "
         f"A round during which other processes kept more than {QUIET_LOAD} cores busy is "
@@ -460,9 +417,9 @@ def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -
         "layer",
         "shape (features-last)",
         "fwd ms",
-        f"fwd ÷ {reference}",
+        f"fwd ÷ {baseline}",
         "fwd+bwd ms",
-        f"fwd+bwd ÷ {reference}",
+        f"fwd+bwd ÷ {baseline}",
     ]
     if have_torch:
         header += ["torch fwd+bwd ms", "naive fwd+bwd ÷ torch"]
@@ -478,9 +435,9 @@ def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -
             case.layer,
             shape,
             time_cell(fwd["normlab"]),
-            ratio_cell(fwd["normlab"], fwd[reference]),
+            ratio_cell(fwd["normlab"], fwd[baseline]),
             time_cell(both["normlab"]),
-            ratio_cell(both["normlab"], both[reference]),
+            ratio_cell(both["normlab"], both[baseline]),
         ]
         if have_torch:
             row += [time_cell(both["torch"]), ratio_cell(both["naive"], both["torch"])]

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from normlab.module import check_axes
+
 __all__ = ["SHORT_RUN", "reduce_sum", "reduce_sum_product", "repeat_along_short_run"]
 
 
@@ -81,7 +83,7 @@ def _finish_sum(block_sum: np.ndarray, plan: _SumPlan) -> np.ndarray:
     return total
 
 
-def reduce_sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+def reduce_sum(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
     """Sum of ``x`` over ``axes`` with ``keepdims=True``.
 
     The sum is a matrix-vector product with a vector of ones, which BLAS runs
@@ -93,11 +95,12 @@ def reduce_sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     Example: for ``x`` of shape (N, T, D), ``axes=(2,)`` gives (N, T, 1) and
     ``axes=(0, 1)`` gives (1, 1, D).
     """
+    axes = check_axes(axes, x.ndim, "reduce_sum")
     if not axes:
         return x.copy()
     if x.size == 0 or not x.flags.c_contiguous or x.dtype.kind != "f":
         return np.sum(x, axis=tuple(axes), keepdims=True)
-    plan = _sum_plan(x.shape, tuple(axes))
+    plan = _sum_plan(x.shape, axes)
     before, block, after = plan.view
     ones = _ones(block, x.dtype)
     if after == 1:  # trailing block: (before, block) @ (block,) -> (before,)
@@ -107,7 +110,7 @@ def reduce_sum(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return _finish_sum(block_sum, plan)
 
 
-def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
     """Sum of ``a * b`` over ``axes`` with ``keepdims=True``, without forming ``a * b``.
 
     ``a`` and ``b`` have the same shape. ``np.einsum`` (``np.vecdot`` for one dot
@@ -120,9 +123,10 @@ def reduce_sum_product(a: np.ndarray, b: np.ndarray, axes: tuple[int, ...]) -> n
     Example: for ``a`` and ``b`` of shape (N, T, D), ``axes=(2,)`` gives
     (N, T, 1), one dot product per token.
     """
+    axes = check_axes(axes, a.ndim, "reduce_sum_product")
     if not axes:
         return a * b
-    plan = _sum_plan(a.shape, tuple(axes))
+    plan = _sum_plan(a.shape, axes)
     before, block, after = plan.view
     if after == 1:  # one dot product per row
         block_sum = np.vecdot(a.reshape(before, block), b.reshape(before, block))

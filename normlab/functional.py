@@ -49,6 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from normlab._fastsum import reduce_sum, reduce_sum_product, repeat_along_short_run
+from normlab.module import check_axes
 
 __all__ = [
     "NormCache",
@@ -84,9 +85,10 @@ def moments(
     Parameters
     ----------
     x : ndarray of floats, features-last.
-    reduce_axes : tuple of int
-        Axes to average over. For ``x`` of shape (N, T, D): BatchNorm uses
-        ``(0, 1)`` (one mean per feature), LayerNorm ``(2,)`` (one mean per token).
+    reduce_axes : int or tuple of int
+        Axes to average over (negative ones count from the end, as in numpy). For
+        ``x`` of shape (N, T, D): BatchNorm uses ``(0, 1)`` (one mean per feature),
+        LayerNorm ``-1`` or ``(2,)`` (one mean per token).
     center : bool, default True
         Subtract the mean (True) or use the mean square (False, RMSNorm).
     mask : bool ndarray broadcastable to ``x``, optional
@@ -98,6 +100,7 @@ def moments(
     count : int or ndarray
         How many values each statistic averaged (an array under a mask).
     """
+    reduce_axes = check_axes(reduce_axes, x.ndim, "moments")
     count = _count(x.shape, reduce_axes, mask)
     divisor = _divisor(count, x.dtype)
     real_x = x if mask is None else np.where(mask, x, 0)  # (shape of x)
@@ -173,7 +176,8 @@ def normalize(
         running averages).
     eps : float, added to the variance for numerical stability.
     weight, bias : optional γ and β.
-    reduce_axes, center : how ``mean`` and ``var`` were computed; needed by the
+    reduce_axes, center : how ``mean`` and ``var`` were computed (an int or a tuple,
+        as in :func:`moments`); needed by the
         backward when ``batch_statistics`` is True.
     batch_statistics : bool, default True
         True if ``mean``/``var`` were computed from ``x`` (training-mode
@@ -208,6 +212,7 @@ def normalize(
         y = xhat.copy()
     if mask is not None and bias is not None:
         np.copyto(y, 0, where=~mask)
+    reduce_axes = check_axes(reduce_axes, x.ndim, "normalize")
     if count is None:
         count = _count(x.shape, reduce_axes, mask)
     cache = NormCache(
@@ -215,7 +220,7 @@ def normalize(
         rstd=rstd,
         weight=weight,
         bias_shape=None if bias is None else np.shape(bias),
-        reduce_axes=tuple(reduce_axes),
+        reduce_axes=reduce_axes,
         center=center,
         batch_statistics=batch_statistics,
         mask=mask,
@@ -285,11 +290,6 @@ def normalize_backward(
     if mask is not None:
         np.copyto(dx, 0, where=~mask)
     return dx, dweight, dbias
-
-
-# ---------------------------------------------------------------------------
-# Helpers: counts, parameter gradients, BatchNorm's shortcut
-# ---------------------------------------------------------------------------
 
 
 def _count(x_shape: tuple[int, ...], reduce_axes: tuple[int, ...], mask: np.ndarray | None):

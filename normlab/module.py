@@ -35,6 +35,7 @@ __all__ = [
     "Module",
     "as_float_array",
     "as_generator",
+    "check_axes",
     "check_eps",
     "check_mask",
     "check_positive_int",
@@ -364,6 +365,29 @@ def check_positive_int(value, what: str, who: str) -> int:
     if not isinstance(value, Integral) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{who}: {what} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def check_axes(axes, ndim: int, who: str) -> tuple[int, ...]:
+    """``axes`` (an int or a sequence of ints, negative counting from the end) as a sorted
+    tuple of non-negative axes of an ``ndim``-dimensional array, as numpy users write them."""
+    if isinstance(axes, Integral) and not isinstance(axes, bool):
+        axes = (axes,)
+    try:
+        given = tuple(axes)
+    except TypeError:
+        raise TypeError(f"{who}: axes must be an int or a tuple of ints, got {axes!r}.") from None
+    resolved = []
+    for axis in given:
+        if not isinstance(axis, Integral) or isinstance(axis, bool):
+            raise TypeError(f"{who}: axes must be an int or a tuple of ints, got {given!r}.")
+        if not -ndim <= axis < ndim:
+            raise np.exceptions.AxisError(
+                f"{who}: axis {axis} is out of bounds for an array of {ndim} dimensions."
+            )
+        resolved.append(int(axis) % ndim)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{who}: repeated axis in {given!r}.")
+    return tuple(sorted(resolved))
 
 
 def check_eps(eps, who: str, *, allow_zero: bool = False) -> float:

@@ -2,10 +2,11 @@
 
 * ``rng``: a numpy Generator with a fixed seed, fresh for every test.
 * ``torch``: the torch module; the test is skipped only when torch cannot be imported.
-* ``kind``: parametrizes a test over the four layers ("batch", "layer", "rms", "group").
+* ``kind``: parametrizes a test over the five layers ("batch", "layer", "rms", "group", "instance").
 * ``build_layer``: a layer from :func:`normlab.make_norm`, with ``rng`` a random (not 1/0)
   weight and bias, so that a bug in how γ or β enter the forward or backward cannot hide.
-  Test modules import it (and the constants) with ``from conftest import ...``.
+* ``reference_pass``: what a layer computes, from the textbook :mod:`normlab.reference`.
+  Test modules import these (and the constants) with ``from conftest import ...``.
 
 Every layer here is built with ``dtype=`` (normlab's keyword for the dtype of the
 parameters and running statistics) so that float64 tests are float64 end to end.
@@ -17,9 +18,10 @@ import numpy as np
 import pytest
 
 import normlab as nl
+from normlab import reference
 
 SEED = 20240617
-LAYER_KINDS = ("batch", "layer", "rms", "group")
+LAYER_KINDS = ("batch", "layer", "rms", "group", "instance")
 
 #: The channel count used by ``build_layer`` when a test does not care, and the default
 #: number of groups: two groups of three channels, so that even on (N, C) input every
@@ -71,3 +73,47 @@ def build_layer(
             bias = layer.params["bias"]
             bias[...] = rng.normal(0.0, 1.0, size=bias.shape)
     return layer
+
+
+def reference_pass(layer, x, dy, mask=None, *, layer_input_dtype=None):
+    """Output, input gradient and parameter gradients of ``layer``, from :mod:`normlab.reference`.
+
+    The textbook functions get the layer's parameters (ones and zeros when it has
+    none), eps and, for BatchNorm, its mode: the batch's statistics in training
+    mode (or without running statistics), its running statistics in eval mode.
+    The computation is in ``x``'s dtype, so a float32 layer can be checked against
+    float64 textbook numbers; ``layer_input_dtype`` is the dtype the layer itself
+    saw, which sets RMSNorm's ``eps=None`` (default: ``x``'s). The layer is not
+    called. Returns ``(y, dx, grads)``, ``grads`` with the keys of ``layer.params``.
+    """
+    dtype = x.dtype
+    feature_shape = getattr(layer, "normalized_shape", (x.shape[-1],))
+    weight = layer.params.get("weight", np.ones(feature_shape)).astype(dtype)
+    bias = layer.params.get("bias", np.zeros(feature_shape)).astype(dtype)
+    eps = layer.eps
+    dbias = None
+    if isinstance(layer, nl.BatchNorm) and layer.uses_batch_statistics:
+        y, cache = reference.batch_norm_forward(x, weight, bias, eps, mask=mask)
+        dx, dweight, dbias = reference.batch_norm_backward(dy, cache)
+    elif isinstance(layer, nl.BatchNorm):
+        running = layer.running_mean.astype(dtype), layer.running_var.astype(dtype)
+        y, cache = reference.batch_norm_eval_forward(x, *running, weight, bias, eps, mask=mask)
+        dx, dweight, dbias = reference.batch_norm_eval_backward(dy, cache)
+    elif isinstance(layer, nl.LayerNorm):
+        y, cache = reference.layer_norm_forward(x, weight, bias, eps, mask=mask)
+        dx, dweight, dbias = reference.layer_norm_backward(dy, cache)
+    elif isinstance(layer, nl.RMSNorm):
+        if eps is None:  # the machine epsilon of the dtype the layer computed in
+            eps = float(np.finfo(layer_input_dtype or dtype).eps)
+        y, cache = reference.rms_norm_forward(x, weight, eps, mask=mask)
+        dx, dweight = reference.rms_norm_backward(dy, cache)
+    elif isinstance(layer, nl.GroupNorm):
+        y, cache = reference.group_norm_forward(x, layer.num_groups, weight, bias, eps, mask=mask)
+        dx, dweight, dbias = reference.group_norm_backward(dy, cache)
+    elif isinstance(layer, nl.InstanceNorm):
+        y, cache = reference.instance_norm_forward(x, weight, bias, eps, mask=mask)
+        dx, dweight, dbias = reference.instance_norm_backward(dy, cache)
+    else:
+        raise TypeError(f"no textbook reference for {type(layer).__name__}")
+    grads = {"weight": dweight, "bias": dbias}
+    return y, dx, {name: grads[name] for name in layer.params}

@@ -328,3 +328,40 @@ def test_nan_or_inf_training_batch_warns_and_does_not_update_running_stats(
     np.testing.assert_allclose(layer.running_mean, reference.running_mean, rtol=1e-12)
     np.testing.assert_allclose(layer.running_var, reference.running_var, rtol=1e-12)
     assert layer.num_batches_tracked == reference.num_batches_tracked == 2
+
+
+# ---------------------------------------------------------------------------
+# Axes, as numpy users write them
+# ---------------------------------------------------------------------------
+
+
+def test_core_functions_take_an_int_or_a_tuple_of_axes_negative_ones_too(rng):
+    x = rng.normal(size=(3, 4, 5))
+    mean, var, count = nl.functional.moments(x, -1)
+    np.testing.assert_allclose(mean[..., 0], x.mean(axis=-1))
+    np.testing.assert_allclose(var[..., 0], x.var(axis=-1))
+    assert count == 5
+    for axes in [(0, 1), (-3, -2), (1, 0)]:
+        mean, var, _ = nl.functional.moments(x, axes)
+        np.testing.assert_allclose(mean[0, 0], x.mean(axis=(0, 1)))
+    _, cache = nl.functional.normalize(x, *nl.functional.moments(x, -1)[:2], 1e-5, reduce_axes=-1)
+    assert cache.reduce_axes == (2,)
+    np.testing.assert_allclose(nl.functional.reduce_sum(x, -1), x.sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(
+        nl.functional.reduce_sum_product(x, x, 0), (x * x).sum(axis=0, keepdims=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("axes", "error", "words"),
+    [
+        (3, np.exceptions.AxisError, ("axis 3", "3 dimensions")),
+        ((0, -4), np.exceptions.AxisError, ("axis -4",)),
+        ((1, 1), ValueError, ("repeated axis",)),
+        ("-1", TypeError, ("int or a tuple of ints",)),
+        ((0.5,), TypeError, ("int or a tuple of ints",)),
+    ],
+)
+def test_bad_axes_are_named(axes, error, words, rng):
+    with pytest.raises(error, match=mentions(*map(re.escape, words))):
+        nl.functional.moments(rng.normal(size=(3, 4, 5)), axes)

@@ -5,13 +5,14 @@ not reach: BLAS and einsum sums planned around the largest block of reduced
 axes, GroupNorm's statistics repeated along the short within-group axis, and
 BatchNorm's backward finishing from dγ and dβ. Each is run here at a shape that
 takes it, in float32 and float64, with and without a padding mask, and compared
-with the formulas written plainly with ``np.sum``.
+with the textbook version (:mod:`normlab.reference`) in float64.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import reference_pass
 
 import normlab as nl
 from normlab import _fastsum
@@ -65,46 +66,6 @@ def test_reductions_of_non_contiguous_arrays_and_no_axes():
 # ---------------------------------------------------------------------------
 
 
-def reference(kind, x, dy, mask, weight, bias, num_groups=None):
-    """Output, dx, dγ, dβ of the layer, in float64 with plain sums (masked values left out)."""
-    x, dy = x.astype(np.float64), dy.astype(np.float64)
-    real = (
-        np.ones(x.shape, dtype=bool) if mask is None else np.broadcast_to(mask[..., None], x.shape)
-    )
-    shape, axes = (
-        x.shape,
-        {
-            "batch": tuple(range(x.ndim - 1)),
-            "layer": (x.ndim - 1,),
-            "rms": (x.ndim - 1,),
-        }.get(kind),
-    )
-    if kind == "group":  # (N, ..., G, C/G): the spatial axes and the channels of a group
-        shape = (*x.shape[:-1], num_groups, x.shape[-1] // num_groups)
-        axes = (*range(1, x.ndim - 1), x.ndim)
-    values, gradient = x.reshape(shape), np.where(real, dy, 0).reshape(shape)
-    real = real.reshape(shape)
-    gamma = weight.astype(np.float64).reshape(shape[x.ndim - 1 :] if kind == "group" else -1)
-    beta = 0.0 if bias is None else bias.astype(np.float64).reshape(gamma.shape)
-    count = np.maximum(real.sum(axis=axes, keepdims=True), 1)
-    mean = 0.0
-    if kind != "rms":
-        mean = np.where(real, values, 0).sum(axis=axes, keepdims=True) / count
-    deviation = np.where(real, values - mean, 0)
-    rstd = 1 / np.sqrt((deviation**2).sum(axis=axes, keepdims=True) / count + EPS)
-    xhat = deviation * rstd
-    y = np.where(real, xhat * gamma + beta, 0)
-    dxhat = gradient * gamma
-    dx = dxhat - xhat * (dxhat * xhat).sum(axis=axes, keepdims=True) / count
-    if kind != "rms":
-        dx -= dxhat.sum(axis=axes, keepdims=True) / count
-    dx = np.where(real, dx * rstd, 0)
-    param_axes = tuple(range(values.ndim - gamma.ndim))
-    dweight = (gradient * xhat).sum(axis=param_axes).reshape(weight.shape)
-    dbias = gradient.sum(axis=param_axes).reshape(weight.shape)
-    return y.reshape(x.shape), dx.reshape(x.shape), dweight, dbias
-
-
 LAYERS = [
     ("group", (2, 16, 16, 8)),  # statistics repeated along the 2 channels of a group
     ("group", (3, 10, 12)),  # (N, L, C): a middle block of reduced axes
@@ -129,7 +90,7 @@ def build(kind, num_features, dtype, rng):
 @pytest.mark.parametrize("use_mask", [False, True], ids=["no-mask", "mask"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("kind", "x_shape"), LAYERS)
-def test_layers_match_the_plain_formulas(kind, x_shape, dtype, use_mask):
+def test_layers_match_the_textbook_reference(kind, x_shape, dtype, use_mask):
     rng = np.random.default_rng(2)
     layer = build(kind, x_shape[-1], dtype, rng)
     x = rng.normal(3.0, 2.0, size=x_shape).astype(dtype)
@@ -140,11 +101,10 @@ def test_layers_match_the_plain_formulas(kind, x_shape, dtype, use_mask):
         mask.flat[:2] = True
     y = layer(x, mask=mask)
     dx = layer.backward(dy)
-    bias = layer.params.get("bias")
-    wanted_y, wanted_dx, wanted_dweight, wanted_dbias = reference(
-        kind, x, dy, mask, layer.params["weight"], bias, num_groups=4
+    wanted_y, wanted_dx, wanted_grads = reference_pass(
+        layer, x.astype(np.float64), dy.astype(np.float64), mask, layer_input_dtype=dtype
     )
-    expected = {"y": wanted_y, "dx": wanted_dx, "weight": wanted_dweight, "bias": wanted_dbias}
+    expected = {"y": wanted_y, "dx": wanted_dx, **wanted_grads}
     results = {"y": y, "dx": dx, **layer.grads}
     tolerance = TOLERANCE[np.dtype(dtype)]
     for name, result in results.items():

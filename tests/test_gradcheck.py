@@ -83,6 +83,8 @@ def test_backward_matches_finite_differences_for_options(kind, options, training
 @pytest.mark.parametrize("x_shape", [(5, 6), (2, 3, 2, 6)], ids=["NC", "NHWC"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_backward_matches_finite_differences_on_2d_and_4d_input(kind, x_shape, training, rng):
+    if kind == "instance" and len(x_shape) == 2:
+        pytest.skip("InstanceNorm needs a time or spatial axis (its bad-input test covers (N, C))")
     layer = trained_layer(build_layer(kind, rng=rng), rng, x_shape).train(training)
     mask = np.ones(x_shape[:-1], dtype=bool)
     mask.flat[1::3] = False  # a third of the positions padded, spread over the batch
