@@ -5,7 +5,8 @@
   the gradients compared through ``state_dict(grads=True)``; the whole CNN against the same
   network assembled from torch modules, for every kind of normalization (torch is
   channels-first, so inputs go through ``np.moveaxis(x, -1, 1)``);
-* float64 finite-difference checks with a random upstream gradient for every module;
+* float64 finite-difference checks with a random upstream gradient for every module, and
+  the fast Conv2d (im2col) against its definition in loops, ``normlab.reference``;
 * max pooling's ties (the first largest entry of a window gets the gradient, as in torch)
   and NaN windows;
 * the rule for a convolution's bias before a norm, the initialization, state round trips,
@@ -23,8 +24,9 @@ import pytest
 from test_parity_torch import assert_close_to_torch, torch_dtype
 
 import normlab as nl
-from normlab import nn
+from normlab import nn, reference
 from normlab.data import iterate_minibatches, load_digits_split
+from normlab.gradcheck import numerical_gradient, relative_error
 
 DTYPES = (np.float32, np.float64)
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -294,6 +296,46 @@ def test_cnn_gradients_match_finite_differences(rng, norm, norm_kwargs):
     errors = nl.gradcheck(model, rng.normal(size=(3, 4, 4, 1)))
     assert set(errors) == {"input", *model.params}
     assert max(errors.values()) < GRADCHECK_TOLERANCE, errors
+
+
+# ---------------------------------------------------------------------------
+# The fast Conv2d computes the definition (normlab.reference)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cin", "cout", "kernel", "stride", "padding", "bias", "hw"), CONV_CASES)
+def test_conv2d_computes_the_textbook_definition(rng, cin, cout, kernel, stride, padding, bias, hw):
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias, rng=rng, dtype=np.float64)
+    x = rng.normal(size=(2, *hw, cin))
+    state = conv.state_dict()  # torch's layout, which the reference takes
+    out, cache = reference.conv2d_forward_naive(
+        x, state["weight"], state.get("bias"), conv.stride, conv.padding
+    )
+    np.testing.assert_allclose(conv(x), out, rtol=1e-12, atol=1e-14)
+    dout = rng.normal(size=out.shape)
+    dx, dweight, dbias = reference.conv2d_backward_naive(dout, cache)
+    np.testing.assert_allclose(conv.backward(dout), dx, rtol=1e-12, atol=1e-14)
+    gradients = conv.state_dict(grads=True)
+    np.testing.assert_allclose(gradients["weight"], dweight, rtol=1e-12, atol=1e-14)
+    if bias:
+        np.testing.assert_allclose(gradients["bias"], dbias, rtol=1e-12, atol=1e-14)
+    else:
+        assert dbias is None and "bias" not in gradients
+
+
+def test_textbook_conv2d_backward_matches_finite_differences(rng):
+    x = rng.normal(size=(2, 5, 4, 2))
+    weight, bias = rng.normal(size=(3, 2, 3, 2)), rng.normal(size=3)  # (C_out, C_in, kH, kW)
+    out, cache = reference.conv2d_forward_naive(x, weight, bias, stride=(2, 1), padding=1)
+    dout = rng.normal(size=out.shape)
+    analytic = reference.conv2d_backward_naive(dout, cache)
+
+    def loss() -> float:
+        return float(np.sum(reference.conv2d_forward_naive(x, weight, bias, (2, 1), 1)[0] * dout))
+
+    for name, value, grad in zip(("x", "weight", "bias"), (x, weight, bias), analytic, strict=True):
+        error = relative_error(grad, numerical_gradient(loss, value))
+        assert error < GRADCHECK_TOLERANCE, (name, error)
 
 
 # ---------------------------------------------------------------------------
