@@ -21,18 +21,18 @@ torch gets its natural layout, channels-first (N, C, H, W); normlab the same dat
 features-last. torch's backward is ``torch.autograd.grad`` for the layer (fresh gradients,
 as normlab's ``backward`` returns) and ``loss.backward()`` for the training step, whose
 input needs no gradient (normlab's first convolution computes its dx regardless).
-``--profile`` adds where normlab's time goes in one CNN step (cProfile, by function).
+``--profile`` adds where normlab's time goes: each step of Conv2d's forward and backward
+(padding, the im2col copy, the three matrix products, col2im) and every layer of the CNN.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
-import pstats
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ from bench_layers import (
 )
 
 from normlab import nn
+from normlab.nn.conv import _offset_view, _windows
 
 DTYPE = np.float32
 SEED = 0
@@ -256,20 +257,94 @@ def run_case(case, repeats: int) -> None:
 # ---------------------------------------------------------------------------
 
 
-def profile_step(case: StepCase, steps: int, top: int = 14) -> str:
-    """cProfile of ``steps`` normlab training steps: the functions that take the most time."""
+def fastest_ms(function, repeats: int) -> float:
+    """The fastest of ``repeats`` calls, in milliseconds, after one untimed call.
+
+    The minimum, not the median: a part's own cost is what it takes undisturbed, and on a
+    shared machine a BLAS call whose second thread was descheduled takes a time slice longer.
+    """
+    function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return min(samples) * 1e3
+
+
+def layer_profile(case: StepCase, repeats: int) -> list[str]:
+    """Forward and backward milliseconds of every layer of the CNN (fastest of ``repeats``)."""
     model, x, labels = step_inputs(case)
-    step = normlab_training_step(model, x, labels)
-    step()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(steps):
-        step()
-    profiler.disable()
-    text = io.StringIO()
-    stats = pstats.Stats(profiler, stream=text)
-    stats.sort_stats("tottime").print_stats(top)
-    return f"### Profile: {case.label}, {steps} steps\n\n```\n{text.getvalue().strip()}\n```\n"
+    inputs = [x]
+    for layer in model:
+        inputs.append(layer(inputs[-1]))
+    _, dlogits = nn.softmax_cross_entropy(inputs[-1], labels)
+    upstream = [dlogits]
+    for layer in reversed(model.layers):
+        upstream.append(layer.backward(upstream[-1]))
+    upstream = upstream[::-1]  # upstream[k]: the gradient of the output of layer k - 1
+    lines = [f"| {case.label} | forward ms | backward ms |", "|---|---|---|"]
+    for index, layer in enumerate(model):
+        forward = fastest_ms(partial(layer, inputs[index]), repeats)
+        layer(inputs[index])  # the cache of this input for the backward
+        backward = fastest_ms(partial(layer.backward, upstream[index + 1]), repeats)
+        shape = "×".join(str(n) for n in inputs[index].shape)
+        lines.append(
+            f"| {index} {type(layer).__name__} on {shape} | {forward:.3f} | {backward:.3f} |"
+        )
+    return lines
+
+
+def conv_profile(case: ConvCase, repeats: int) -> list[str]:
+    """Milliseconds of each step of Conv2d's forward and backward, done one by one (fastest).
+
+    The steps repeat what ``Conv2d.forward`` and ``Conv2d.backward`` do, in their order.
+    """
+    rng = np.random.default_rng(SEED)
+    shape = (case.batch, case.size, case.size, case.in_channels)
+    x = rng.normal(size=shape).astype(DTYPE)
+    conv = nn.Conv2d(case.in_channels, case.out_channels, 3, padding=1, rng=rng)
+    dy = rng.normal(size=conv.output_shape(shape)).astype(DTYPE)
+    weight = conv.params["weight"]
+    padded = conv._padded(x)
+    windows = _windows(padded, conv.kernel_size, conv.stride)
+    cols = windows.reshape(len(dy.reshape(-1, case.out_channels)), -1)
+    dy_rows = dy.reshape(-1, case.out_channels)
+    per_offset = weight.reshape(9, case.in_channels, case.out_channels).transpose(0, 2, 1)
+    window_grads = np.matmul(dy_rows, per_offset)
+
+    def col2im():
+        dx_padded = np.zeros(padded.shape, DTYPE)
+        for index in range(9):
+            block = _offset_view(dx_padded, *divmod(index, 3), dy.shape[1:3], conv.stride)
+            block += window_grads[index].reshape(block.shape)
+
+    steps = {
+        "pad": lambda: conv._padded(x),
+        "im2col copy": lambda: windows.reshape(cols.shape),
+        "y = cols @ W": lambda: cols @ weight.reshape(-1, case.out_channels),
+        "dW = cols.T @ dy": lambda: cols.T @ dy_rows,
+        "window grads dy @ W.T": lambda: np.matmul(dy_rows, per_offset),
+        "col2im adds": col2im,
+    }
+    cells = [f"{fastest_ms(step, repeats):.3f}" for step in steps.values()]
+    return [f"| {case.label} | " + " | ".join(cells) + " |"], list(steps)
+
+
+def profile_report(cases: list, repeats: int) -> str:
+    lines = ["### Where normlab's time goes (fastest of repeated calls, ms)", ""]
+    conv_rows, step_names = [], []
+    for case in cases:
+        if isinstance(case, ConvCase):
+            rows, step_names = conv_profile(case, repeats)
+            conv_rows += rows
+    lines.append("| Conv2d | " + " | ".join(step_names) + " |")
+    lines.append("|" + "|".join(["---"] * (len(step_names) + 1)) + "|")
+    lines += conv_rows
+    for case in cases:
+        if isinstance(case, StepCase):
+            lines += ["", *layer_profile(case, repeats)]
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -328,10 +403,7 @@ def main(argv=None) -> None:
     for case in cases:
         print(f"timing {case.label} ...", file=sys.stderr, flush=True)
         run_case(case, repeats)
-    profiles = []
-    if args.profile:
-        steps = 20 if args.quick else 200
-        profiles = [profile_step(case, steps) for case in cases if isinstance(case, StepCase)]
+    profile = profile_report(cases, 20 if args.quick else 100) if args.profile else ""
     if limiter is not None:
         limiter.restore_original_limits()
     cores_used_by_others = other_load.cores_used_by_others()
@@ -342,8 +414,8 @@ def main(argv=None) -> None:
             file=sys.stderr,
         )
     report = markdown_report(cases, repeats, cores_used_by_others)
-    if profiles:
-        report += "\n" + "\n".join(profiles)
+    if profile:
+        report += "\n" + profile
     print(report)
     if args.markdown_out is not None:
         args.markdown_out.write_text(report)
