@@ -187,7 +187,7 @@ class Conv2d(Module):
     -----
     Input (N, H, W, C_in); output (N, Ho, Wo, C_out) with
     ``Ho = (H + 2·padding - kH) // stride + 1`` (:func:`conv_output_size`), the same for W.
-    ``nl.nn.Conv2d`` on (N, H, W, C) equals ``torch.nn.Conv2d`` on (N, C, H, W). There is
+    ``normlab.nn.Conv2d`` on (N, H, W, C) equals ``torch.nn.Conv2d`` on (N, C, H, W). There is
     no padding mask: every position of an image is real.
 
     Examples
@@ -398,10 +398,14 @@ class MaxPool2d(Module):
         dx = np.zeros(input_shape, dtype=dy.dtype)
         out_hw = winner.shape[1:3]
         kernel_h, kernel_w = self.kernel_size
+        overlapping = self.stride[0] < kernel_h or self.stride[1] < kernel_w
         for index in range(kernel_h * kernel_w):
             i, j = divmod(index, kernel_w)
             block = _offset_view(dx, i, j, out_hw, self.stride)  # (N, Ho, Wo, C)
-            block += dy * (winner == index)  # +=, not =: windows may overlap
+            if overlapping:  # an input may be the winner of several windows: add up
+                block += dy * (winner == index)
+            else:  # each input is in one window at most: write in place
+                np.multiply(dy, winner == index, out=block)
         return dx
 
 
