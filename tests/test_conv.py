@@ -129,17 +129,28 @@ def test_maxpool2d_matches_torch_and_breaks_ties_as_torch(torch, rng, kernel, st
     compare_with_torch(torch, ours, theirs, x, dy)
 
 
-def test_maxpool2d_window_with_nan_outputs_nan_and_its_last_nan_gets_the_gradient(torch):
-    x = np.array([[np.nan, 1.0, 2.0, 0.0], [np.nan, 5.0, 3.0, 4.0]]).reshape(1, 2, 4, 1)
+NAN_WINDOWS = np.array([[np.nan, 1.0, 2.0, 0.0], [np.nan, 5.0, 3.0, 4.0]]).reshape(1, 2, 4, 1)
+
+
+def test_maxpool2d_window_with_nan_outputs_nan_and_its_last_nan_gets_the_gradient():
     pool = nn.MaxPool2d(2)
-    y = pool(x)
+    y = pool(NAN_WINDOWS)  # windows [[nan, 1], [nan, 5]] and [[2, 0], [3, 4]]
+    np.testing.assert_array_equal(y.ravel(), [np.nan, 4.0])
     dx = pool.backward(np.array([2.0, 3.0]).reshape(1, 1, 2, 1))
-    x_torch = to_torch(torch, x).requires_grad_(True)
+    expected = np.zeros((2, 4))
+    expected[1, 0], expected[1, 3] = 2.0, 3.0  # the second NaN; the 4
+    np.testing.assert_array_equal(dx[0, :, :, 0], expected)
+
+
+def test_maxpool2d_nan_windows_match_torch(torch):
+    pool = nn.MaxPool2d(2)
+    y = pool(NAN_WINDOWS)
+    dx = pool.backward(np.array([2.0, 3.0]).reshape(1, 1, 2, 1))
+    x_torch = to_torch(torch, NAN_WINDOWS).requires_grad_(True)
     y_torch = torch.nn.functional.max_pool2d(x_torch, 2)
     y_torch.backward(torch.tensor([2.0, 3.0], dtype=torch.float64).reshape(1, 1, 1, 2))
     np.testing.assert_array_equal(y, from_torch(y_torch))  # NaN where torch has NaN
     np.testing.assert_array_equal(dx, from_torch(x_torch.grad))
-    assert dx[0, 1, 0, 0] == 2.0 and dx[0, 1, 3, 0] == 3.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
