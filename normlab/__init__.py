@@ -16,10 +16,12 @@ GroupNorm(8, 64, eps=1e-05, affine=True)
 """
 
 from normlab import functional
+from normlab.folding import fold_all_batchnorms, fold_batchnorm
 from normlab.gradcheck import gradcheck
 from normlab.layers import (
     NORM_KINDS,
     BatchNorm,
+    BatchRenorm,
     GroupNorm,
     InstanceNorm,
     LayerNorm,
@@ -34,12 +36,15 @@ __version__ = "0.1.0"
 __all__ = [
     "NORM_KINDS",
     "BatchNorm",
+    "BatchRenorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
     "Module",
     "Norm",
     "RMSNorm",
+    "fold_all_batchnorms",
+    "fold_batchnorm",
     "functional",
     "gradcheck",
     "make_norm",

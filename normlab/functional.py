@@ -35,6 +35,12 @@ A padding ``mask`` (boolean, broadcastable to ``x``, True = real value) removes
 values from every statistic; the outputs and input gradients at masked
 positions are exactly 0.
 
+When the values of one statistic are spread over several devices (synchronized
+BatchNorm, :mod:`normlab.parallel`), each device passes ``all_reduce``: a function
+that returns the sum of an array over all devices. Every sum over the reduction
+axes -- the count, the two passes of :func:`moments`, the backward's two sums --
+is completed by it, and nothing else changes.
+
 This is the code the layers run: its sums are :func:`reduce_sum` and
 :func:`reduce_sum_product` (fast ``np.sum``, from :mod:`normlab._fastsum`) and its two
 shortcuts are named helpers (BatchNorm's backward from dγ and dβ, GroupNorm's repeated
@@ -44,6 +50,7 @@ statistics). :mod:`normlab.reference` is the same computation, plainly, layer by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -51,7 +58,11 @@ import numpy as np
 from normlab._fastsum import reduce_sum, reduce_sum_product, repeat_along_short_run
 from normlab.module import check_axes
 
+#: Sums an array (or an int count) over all devices; each device gets the same result.
+AllReduce = Callable[[object], object]
+
 __all__ = [
+    "AllReduce",
     "NormCache",
     "moments",
     "normalize",
@@ -67,6 +78,7 @@ def moments(
     *,
     center: bool = True,
     mask: np.ndarray | None = None,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int | np.ndarray]:
     """Mean and biased variance of ``x`` over ``reduce_axes``, in two passes.
 
@@ -93,6 +105,9 @@ def moments(
         Subtract the mean (True) or use the mean square (False, RMSNorm).
     mask : bool ndarray broadcastable to ``x``, optional
         True marks real values; masked values take no part in the statistics.
+    all_reduce : callable, optional
+        Sums an array over the devices that hold the other values of each
+        statistic (synchronized BatchNorm); the count and both passes go through it.
 
     Returns
     -------
@@ -101,18 +116,19 @@ def moments(
         How many values each statistic averaged (an array under a mask).
     """
     reduce_axes = check_axes(reduce_axes, x.ndim, "moments")
-    count = _count(x.shape, reduce_axes, mask)
+    total = _on_this_device_only if all_reduce is None else all_reduce
+    count = total(_count(x.shape, reduce_axes, mask))
     divisor = _divisor(count, x.dtype)
     real_x = x if mask is None else np.where(mask, x, 0)  # (shape of x)
     if center:
-        mean = reduce_sum(real_x, reduce_axes) / divisor  # first pass
+        mean = total(reduce_sum(real_x, reduce_axes)) / divisor  # first pass
         deviation = x - mean if mask is None else np.where(mask, x - mean, 0)
     else:
         stat_shape = tuple(1 if a in reduce_axes else n for a, n in enumerate(x.shape))
         mean = np.zeros(stat_shape, dtype=x.dtype)
         deviation = real_x
     # second pass: Σ (x - μ)², summed as it is multiplied, no squared array
-    var = reduce_sum_product(deviation, deviation, reduce_axes) / divisor
+    var = total(reduce_sum_product(deviation, deviation, reduce_axes)) / divisor
     return mean, var, count
 
 
@@ -130,7 +146,8 @@ class NormCache(NamedTuple):
     batch_statistics : True when mean/var were computed from this very input,
         so that the gradient flows through them; False for fixed statistics.
     mask : bool array broadcastable to ``xhat`` or None.
-    count : values per statistic (int or keepdims array).
+    count : values per statistic (int or keepdims array), on all devices.
+    all_reduce : the sum over devices of synchronized BatchNorm, or None (one device).
     """
 
     xhat: np.ndarray
@@ -142,6 +159,7 @@ class NormCache(NamedTuple):
     batch_statistics: bool
     mask: np.ndarray | None
     count: int | np.ndarray
+    all_reduce: AllReduce | None = None
 
 
 def normalize(
@@ -157,6 +175,7 @@ def normalize(
     batch_statistics: bool = True,
     mask: np.ndarray | None = None,
     count: int | np.ndarray | None = None,
+    all_reduce: AllReduce | None = None,
 ) -> tuple[np.ndarray, NormCache]:
     """Normalize ``x`` with given statistics, then scale and shift.
 
@@ -187,6 +206,9 @@ def normalize(
         Masked outputs are set to exactly 0.
     count : values per statistic, as returned by :func:`moments` (computed
         when omitted).
+    all_reduce : callable, optional
+        The sum over devices the statistics were computed with (see
+        :func:`moments`), kept for the backward's sums.
 
     Returns
     -------
@@ -225,6 +247,7 @@ def normalize(
         batch_statistics=batch_statistics,
         mask=mask,
         count=count,
+        all_reduce=all_reduce,
     )
     return y, cache
 
@@ -253,7 +276,9 @@ def normalize_backward(
         \\frac{\\partial L}{\\partial \\gamma} = \\sum dy \\cdot \\hat{x}, \\qquad
         \\frac{\\partial L}{\\partial \\beta} = \\sum dy
 
-    summed over the leading axes that γ and β broadcast over.
+    summed over the leading axes that γ and β broadcast over. With
+    ``cache.all_reduce`` (synchronized BatchNorm) the two sums behind the means
+    run over every device; dγ and dβ stay this device's own.
 
     Returns
     -------
@@ -282,6 +307,10 @@ def normalize_backward(
             sum_dxhat = reduce_sum(dxhat, cache.reduce_axes) if cache.center else None
             dx = dxhat
             dx *= rstd
+        if cache.all_reduce is not None:  # the statistic's other values are on other devices
+            sum_dxhat_xhat = cache.all_reduce(sum_dxhat_xhat)
+            if cache.center:
+                sum_dxhat = cache.all_reduce(sum_dxhat)
         rstd_per_value = rstd / _divisor(cache.count, xhat.dtype)  # turns the sums into rstd·means
         # d/dx through the variance: rstd·mean(ĝ·x̂) over the reduction axes
         dx -= xhat * repeat_along_short_run(rstd_per_value * sum_dxhat_xhat, xhat.shape)
@@ -290,6 +319,11 @@ def normalize_backward(
     if mask is not None:
         np.copyto(dx, 0, where=~mask)
     return dx, dweight, dbias
+
+
+def _on_this_device_only(partial_sum):
+    """The ``all_reduce`` of a single device: its sum is already the whole sum."""
+    return partial_sum
 
 
 def _count(x_shape: tuple[int, ...], reduce_axes: tuple[int, ...], mask: np.ndarray | None):

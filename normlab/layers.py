@@ -42,12 +42,14 @@ from normlab.module import (
 __all__ = [
     "NORM_KINDS",
     "BatchNorm",
+    "BatchRenorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
     "Norm",
     "NormKind",
     "RMSNorm",
+    "RenormCorrection",
     "default_num_groups",
     "make_norm",
     "norm_centers",
@@ -75,8 +77,10 @@ class Norm(Module):
 
     A subclass sets :attr:`center` and implements :meth:`_check_input`,
     :meth:`_reduce_axes` and, where the data must be viewed differently
-    (GroupNorm), :meth:`_grouped`. BatchNorm also overrides :meth:`_statistics`
-    to use and update its running averages.
+    (GroupNorm, BatchNorm's ghost batches), :meth:`_grouped`. BatchNorm also
+    overrides :meth:`_statistics` to use and update its running averages, and
+    Batch Renorm :meth:`_scale_and_shift` and :meth:`_parameter_grads` to apply its
+    correction.
 
     Attributes
     ----------
@@ -88,10 +92,17 @@ class Norm(Module):
         backward, as PyTorch's ``.grad`` is None then.
     training : bool
         The mode, True after construction; set by :meth:`train` / :meth:`eval`.
+    all_reduce : callable or None
+        None (the default): every value of a statistic is on this device.
+        :mod:`normlab.parallel` sets it on the BatchNorm layers of a model replica to
+        a sum over all devices, which makes them synchronized BatchNorm (see
+        :func:`normlab.functional.moments`); the per-sample norms never need it.
     """
 
     #: subtract the mean (False for RMSNorm)
     center = True
+    #: completes each statistic's sums over devices (synchronized BatchNorm), or None
+    all_reduce: F.AllReduce | None = None
 
     def __init__(self, param_shape, eps, weight: bool, bias: bool, dtype) -> None:
         super().__init__()
@@ -125,8 +136,18 @@ class Norm(Module):
 
     def _statistics(self, x, reduce_axes, mask):
         """Mean, variance, count and whether they depend on ``x`` (batch statistics)."""
-        mean, var, count = F.moments(x, reduce_axes, center=self.center, mask=mask)
+        mean, var, count = F.moments(
+            x, reduce_axes, center=self.center, mask=mask, all_reduce=self.all_reduce
+        )
         return mean, var, count, True
+
+    def _scale_and_shift(self, weight, bias):
+        """The scale and shift the core applies after normalizing: γ and β themselves."""
+        return weight, bias
+
+    def _parameter_grads(self, dweight, dbias):
+        """Gradients of γ and β from those of the applied scale and shift: the same here."""
+        return dweight, dbias
 
     # -- forward and backward ----------------------------------------------
 
@@ -151,6 +172,7 @@ class Norm(Module):
         x_view, mask_view, weight, bias = self._grouped(x, feature_mask, weight, bias)
         reduce_axes = self._reduce_axes(x_view.ndim)
         mean, var, count, batch_statistics = self._statistics(x_view, reduce_axes, mask_view)
+        weight, bias = self._scale_and_shift(weight, bias)
         y, cache = F.normalize(
             x_view,
             mean,
@@ -163,6 +185,7 @@ class Norm(Module):
             batch_statistics=batch_statistics,
             mask=mask_view,
             count=count,
+            all_reduce=self.all_reduce,
         )
         self._cache, self._input_shape = cache, x.shape
         return y.reshape(x.shape)
@@ -182,6 +205,7 @@ class Norm(Module):
                 f"{self._input_shape}, got {dy.shape}."
             )
         dx, dweight, dbias = F.normalize_backward(dy.reshape(cache.xhat.shape), cache)
+        dweight, dbias = self._parameter_grads(dweight, dbias)
         if dweight is not None:
             self.set_grad("weight", dweight)
         if dbias is not None:
@@ -211,6 +235,20 @@ class BatchNorm(Norm):
     ``nl.BatchNorm`` on (N, L, C) equals ``torch.nn.BatchNorm1d`` on (N, C, L),
     and on (N, H, W, C) equals ``torch.nn.BatchNorm2d`` on (N, C, H, W).
 
+    **Ghost batches** (Hoffer et al., 2017): with ``ghost_batch_size=g`` the batch is
+    split into groups of g consecutive samples and each group is normalized with
+    its own statistics, exactly as ordinary BatchNorm would normalize it as a batch
+    of its own: the batch the statistics come from is smaller than the batch SGD
+    averages over, as on k devices with B/k samples each. The running averages take
+    one step per training forward, towards the *average* of the ghost batches'
+    statistics (their means, and their unbiased variances). Hoffer et al. take one
+    momentum step per ghost batch instead, which makes the averaging horizon
+    depend on g (a step then keeps ``(1 - momentum) ** (B / g)`` of the old value);
+    one step per forward keeps the horizon and ``num_batches_tracked`` in SGD steps
+    whatever g is, so a sweep over g changes only the statistics batch. It is also
+    what per-device BatchNorm with its buffers averaged over the devices keeps
+    (:mod:`normlab.parallel`).
+
     Parameters
     ----------
     num_features : int
@@ -228,6 +266,11 @@ class BatchNorm(Norm):
         in both modes.
     bias : bool, default True (keyword-only)
         Learn β too (only with ``affine``), as ``torch.nn.BatchNorm1d(bias=...)``.
+    ghost_batch_size : int or None, default None (keyword-only)
+        None: statistics over the whole batch. g: over each group of g consecutive
+        samples (ghost batches, above); the batch size must then be a multiple of g
+        (a ValueError otherwise, naming both) whenever batch statistics are used.
+        ``ghost_batch_size`` equal to the batch size is ordinary BatchNorm.
     dtype : floating dtype, default float32
         dtype of the parameters and running statistics.
 
@@ -261,6 +304,10 @@ class BatchNorm(Norm):
     True
     >>> bn.num_batches_tracked
     1
+    >>> ghost = nl.BatchNorm(3, ghost_batch_size=4)   # two ghost batches of 4 samples
+    >>> means = ghost(x).reshape(2, 4, 3).mean(axis=1)   # (ghost batch, feature)
+    >>> bool(np.allclose(means, 0, atol=1e-5))
+    True
     """
 
     def __init__(
@@ -272,15 +319,21 @@ class BatchNorm(Norm):
         track_running_stats: bool = True,
         *,
         bias: bool = True,
+        ghost_batch_size: int | None = None,
         dtype=np.float32,
     ) -> None:
-        self.num_features = check_positive_int(num_features, "num_features", "BatchNorm")
-        eps = check_eps(eps, "BatchNorm")
+        name = type(self).__name__  # BatchRenorm's messages name BatchRenorm
+        self.num_features = check_positive_int(num_features, "num_features", name)
+        if ghost_batch_size is not None:
+            ghost_batch_size = check_positive_int(ghost_batch_size, "ghost_batch_size", name)
+        self.ghost_batch_size = ghost_batch_size
+        self._ghost_axis = False  # whether the last forward split the batch into ghost batches
+        eps = check_eps(eps, name)
         if momentum is not None and (
             not isinstance(momentum, Real) or isinstance(momentum, bool) or not 0 <= momentum <= 1
         ):
             raise ValueError(
-                f"BatchNorm: momentum must be in [0, 1] or None (cumulative average), "
+                f"{name}: momentum must be in [0, 1] or None (cumulative average), "
                 f"got {momentum!r}. PyTorch's convention: running = (1 - momentum) * running "
                 "+ momentum * batch, so Keras' momentum=0.99 is momentum=0.01 here."
             )
@@ -298,9 +351,12 @@ class BatchNorm(Norm):
 
     def __repr__(self) -> str:
         bias = "" if self.bias else ", bias=False"
+        ghost = (
+            "" if self.ghost_batch_size is None else f", ghost_batch_size={self.ghost_batch_size}"
+        )
         return (
             f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}{bias})"
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}{bias}{ghost})"
         )
 
     @property
@@ -339,18 +395,31 @@ class BatchNorm(Norm):
             getattr(self, name)[...] = value
 
     def _reduce_axes(self, ndim: int) -> tuple[int, ...]:
+        if self._ghost_axis:  # (B/g, g, T, C) -> (1, 2): one statistic per ghost batch and feature
+            return tuple(range(1, ndim - 1))
         return tuple(range(ndim - 1))  # (N, T, C) -> (0, 1): one statistic per feature
 
+    def _grouped(self, x, mask, weight, bias):
+        ghost = self.ghost_batch_size
+        # A single ghost batch is the batch itself: computed as ordinary BatchNorm, bit for bit.
+        self._ghost_axis = ghost is not None and self.uses_batch_statistics and x.shape[0] > ghost
+        if not self._ghost_axis:
+            return x, mask, weight, bias
+        x_view = x.reshape(x.shape[0] // ghost, ghost, *x.shape[1:])  # (B/g, g, *spatial, C)
+        mask_view = None if mask is None else mask.reshape(*x_view.shape[:-1], 1)
+        return x_view, mask_view, weight, bias
+
     def _check_input(self, x: np.ndarray) -> None:
+        name = type(self).__name__
         if x.ndim < 2:
             raise ValueError(
-                f"BatchNorm expects input of at least 2 dims (N, C), got shape {x.shape}; "
+                f"{name} expects input of at least 2 dims (N, C), got shape {x.shape}; "
                 "for a single sample use x[None, :]."
             )
         if x.shape[-1] != self.num_features:
             hint = CHANNELS_FIRST_HINT if x.ndim >= 3 else ""
             raise ValueError(
-                f"BatchNorm expected the last dimension to be num_features={self.num_features}, "
+                f"{name} expected the last dimension to be num_features={self.num_features}, "
                 f"got {x.shape[-1]} (input shape {x.shape}).{hint}"
             )
 
@@ -364,17 +433,36 @@ class BatchNorm(Norm):
     def _check_batch(self, x: np.ndarray, mask: np.ndarray | None) -> None:
         if not self.uses_batch_statistics:
             return
-        values_per_feature = x.size // self.num_features if mask is None else int(mask.sum())
+        name = type(self).__name__
+        batch_size, ghost = x.shape[0], self.ghost_batch_size
+        if ghost is not None and batch_size % ghost:
+            raise ValueError(
+                f"{name}: a batch of {batch_size} samples does not split into ghost batches "
+                f"of ghost_batch_size={ghost}; pass a batch size that is a multiple of {ghost} "
+                f"(e.g. drop the last {batch_size % ghost} samples) or another ghost_batch_size."
+            )
+        if mask is None:
+            statistics_batch = batch_size if ghost is None else min(ghost, batch_size)
+            values_per_feature = statistics_batch * math.prod(x.shape[1:-1])
+        elif ghost is None:
+            values_per_feature = int(mask.sum())
+        else:  # the ghost batch with the fewest real tokens
+            real_per_ghost = mask.reshape(batch_size // ghost, -1).sum(axis=1)
+            values_per_feature = int(real_per_ghost.min(initial=mask.size))
+        if self.all_reduce is not None:  # synchronized: the values on every device count
+            values_per_feature = int(self.all_reduce(values_per_feature))
         if values_per_feature <= 1:
             padding = " after masking" if mask is not None else ""
+            where = "" if ghost is None else f" in a ghost batch of {ghost} samples"
             if self.has_running_stats:
                 fix = "call .eval() to normalize with the running statistics"
             else:  # no running statistics to fall back on
                 fix = "build the layer with track_running_stats=True and call .eval()"
+            larger = "batch" if ghost is None else "ghost_batch_size"
             raise ValueError(
-                "BatchNorm needs more than 1 value per feature to compute batch statistics, "
-                f"got {values_per_feature}{padding} (input shape {x.shape}). Use a larger "
-                f"batch, or {fix}."
+                f"{name} needs more than 1 value per feature to compute batch statistics, "
+                f"got {values_per_feature}{padding}{where} (input shape {x.shape}). Use a "
+                f"larger {larger}, or {fix}."
             )
 
     def _statistics(self, x, reduce_axes, mask):
@@ -382,17 +470,24 @@ class BatchNorm(Norm):
             running_mean = self.running_mean.astype(x.dtype, copy=False)
             running_var = self.running_var.astype(x.dtype, copy=False)
             return running_mean, running_var, None, False
-        mean, var, count = F.moments(x, reduce_axes, center=True, mask=mask)
+        mean, var, count = F.moments(
+            x, reduce_axes, center=True, mask=mask, all_reduce=self.all_reduce
+        )
         if self.training and self.track_running_stats and self.has_running_stats:
-            values_per_feature = float(np.max(count))  # the same for every feature
-            self._update_running_stats(mean.reshape(-1), var.reshape(-1), values_per_feature)
+            self._update_running_stats(mean, var, count)
         return mean, var, count, True
 
-    def _update_running_stats(self, mean, var, values_per_feature: float) -> None:
+    def _update_running_stats(self, mean, var, count) -> None:
+        """One momentum step towards this batch's mean and unbiased variance.
+
+        ``mean``, ``var`` and ``count`` are what :func:`~normlab.functional.moments`
+        returned: one statistic per feature, or per ghost batch and feature, whose
+        average is then the step's target.
+        """
         if not (np.isfinite(mean).all() and np.isfinite(var).all()):
             warnings.warn(
-                "BatchNorm: the training batch contains NaN or inf; its output is what the math "
-                "gives, but the running statistics were not updated from it.",
+                f"{type(self).__name__}: the training batch contains NaN or inf; its output is "
+                "what the math gives, but the running statistics were not updated from it.",
                 RuntimeWarning,
                 stacklevel=4,
             )
@@ -402,10 +497,222 @@ class BatchNorm(Norm):
             factor = 1.0 / self.num_batches_tracked
         else:
             factor = self.momentum
-        n = values_per_feature
-        unbiased_var = var * (n / (n - 1))  # Bessel's correction for the population estimate
-        self.running_mean[...] = (1 - factor) * self.running_mean + factor * mean
-        self.running_var[...] = (1 - factor) * self.running_var + factor * unbiased_var
+        n = count  # values per statistic: an int, or an array under a mask
+        bessel = n / (n - 1)  # Bessel's correction for the population estimate
+        if isinstance(bessel, np.ndarray):
+            bessel = bessel.astype(var.dtype)
+        unbiased_var = var * bessel
+        ghost_means = mean.reshape(-1, self.num_features)  # (G, C): G ghost batches, or 1
+        ghost_vars = unbiased_var.reshape(-1, self.num_features)  # (G, C)
+        if len(ghost_means) == 1:  # no ghost batches: the batch's own statistics
+            batch_mean, batch_var = ghost_means[0], ghost_vars[0]  # (C,)
+        else:  # one step towards the ghost batches' average
+            batch_mean, batch_var = ghost_means.mean(axis=0), ghost_vars.mean(axis=0)  # (C,)
+        self.running_mean[...] = (1 - factor) * self.running_mean + factor * batch_mean
+        self.running_var[...] = (1 - factor) * self.running_var + factor * batch_var
+
+
+# ---------------------------------------------------------------------------
+# Batch Renormalization
+# ---------------------------------------------------------------------------
+
+
+class RenormCorrection(NamedTuple):
+    """Batch Renorm's per-feature correction of one training batch, each of shape (C,)."""
+
+    r: np.ndarray  # clip(σ_B / σ, 1/r_max, r_max): the batch's scale relative to the running one
+    d: np.ndarray  # clip((μ_B - μ) / σ, -d_max, d_max): its shift, in running standard deviations
+
+
+def _check_clip_limit(value, name: str, lowest: float) -> float:
+    valid = isinstance(value, Real) and not isinstance(value, bool) and value >= lowest
+    if not valid:  # NaN fails the comparison too
+        raise ValueError(f"BatchRenorm: {name} must be a number >= {lowest:g}, got {value!r}.")
+    return float(value)
+
+
+class BatchRenorm(BatchNorm):
+    """Batch Renormalization: BatchNorm corrected towards its running statistics (Ioffe, 2017).
+
+    In training mode each feature is normalized with the batch statistics, then
+    corrected by ``r`` and ``d`` towards what the running statistics would give:
+
+    .. math::
+
+        \\hat{x} = \\frac{x - \\mu_B}{\\sigma_B}\\, r + d, \\qquad
+        y = \\gamma \\hat{x} + \\beta, \\qquad
+        r = \\mathrm{clip}\\Big(\\frac{\\sigma_B}{\\sigma}, \\frac{1}{r_{max}}, r_{max}\\Big),
+        \\quad
+        d = \\mathrm{clip}\\Big(\\frac{\\mu_B - \\mu}{\\sigma}, -d_{max}, d_{max}\\Big)
+
+    where eps sits inside both standard deviations: the batch's
+    :math:`\\sigma_B = \\sqrt{\\mathrm{Var}_B[x] + \\epsilon}` (the biased variance
+    BatchNorm normalizes with) and the running
+    :math:`\\sigma = \\sqrt{\\texttt{running\\_var} + \\epsilon}`, with
+    :math:`\\mu` = ``running_mean``. So when neither r nor d is clipped, the training
+    output is exactly the eval output :math:`\\gamma (x - \\mu)/\\sigma + \\beta`; the
+    clipping lets the batch statistics take over when the running ones are far off.
+    r and d are computed with the running statistics from *before* this batch
+    updates them (the paper's Algorithm 1), per feature over the real tokens.
+
+    **Backward.** r and d are constants in the backward pass (stop-gradient). The
+    training forward is then BatchNorm with scale :math:`\\gamma r` and shift
+    :math:`\\gamma d + \\beta`, and it is computed that way, on the same core; its
+    gradients follow, with :math:`\\hat{x}_B = (x - \\mu_B)/\\sigma_B`:
+
+    .. math::
+
+        \\frac{\\partial L}{\\partial x}
+            = r \\cdot \\frac{\\partial L}{\\partial x}\\Big|_{\\text{BatchNorm}},
+        \\qquad
+        \\frac{\\partial L}{\\partial \\gamma} = r \\sum dy\\, \\hat{x}_B + d \\sum dy,
+        \\qquad
+        \\frac{\\partial L}{\\partial \\beta} = \\sum dy
+
+    (BatchNorm's input gradient is linear in γ, so scaling γ by r scales it by r).
+
+    **Running statistics, eval mode, state** are BatchNorm's: the PyTorch momentum
+    convention, the unbiased variance, the same ``state_dict`` names; eval mode is
+    BatchNorm's eval mode. (The paper keeps a moving average of σ_B itself; here it is
+    the variance, as in BatchNorm, which the σ above is taken from.)
+
+    **Schedule.** With ``r_max = 1`` and ``d_max = 0`` (the defaults) r = 1 and d = 0:
+    the layer is exactly BatchNorm. The paper starts there and relaxes the limits
+    during training (to r_max = 3 and d_max = 5 in its experiments); that schedule is
+    the caller's: ``layer.r_max`` and ``layer.d_max`` may be set at any step.
+
+    Parameters
+    ----------
+    num_features, eps, momentum, affine, bias, dtype : as :class:`BatchNorm`.
+    track_running_stats : bool, default True
+        Must be True: r and d compare the batch with the running statistics (for
+        batch statistics only, use ``BatchNorm(track_running_stats=False)``). Setting
+        the attribute to False later freezes the running statistics, as in BatchNorm.
+    r_max : float >= 1, default 1.0 (keyword-only)
+        r is clipped to [1/r_max, r_max]; ``float("inf")`` does not clip.
+    d_max : float >= 0, default 0.0 (keyword-only)
+        d is clipped to [-d_max, d_max]; ``float("inf")`` does not clip.
+
+    Attributes
+    ----------
+    correction : :class:`RenormCorrection` or None
+        The r and d of the last training forward, each (C,); None after a forward
+        that used the running statistics (eval mode).
+    r_max, d_max : the clipping limits, settable.
+    running_mean, running_var, num_batches_tracked, params, grads, training :
+        see :class:`BatchNorm`.
+
+    Shape
+    -----
+    As :class:`BatchNorm`.
+
+    Examples
+    --------
+    >>> import numpy as np, normlab as nl
+    >>> x = np.random.default_rng(0).normal(10.0, 2.0, size=(8, 3))
+    >>> bool(np.array_equal(nl.BatchRenorm(3)(x), nl.BatchNorm(3)(x)))   # r_max=1, d_max=0
+    True
+    >>> layer = nl.BatchRenorm(3, r_max=3.0, d_max=5.0)
+    >>> y = layer(x)   # the running statistics are still 0 and 1
+    >>> layer.correction.d   # (μ_B - 0) / 1 ≈ 10 for every feature: clipped to d_max
+    array([5., 5., 5.])
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        *,
+        r_max: float = 1.0,
+        d_max: float = 0.0,
+        bias: bool = True,
+        dtype=np.float32,
+    ) -> None:
+        if not track_running_stats:
+            raise ValueError(
+                "BatchRenorm needs track_running_stats=True: r and d compare each batch with "
+                "the running statistics. For batch statistics only, use "
+                "BatchNorm(track_running_stats=False)."
+            )
+        super().__init__(num_features, eps, momentum, affine, True, bias=bias, dtype=dtype)
+        self.r_max = r_max
+        self.d_max = d_max
+        self.correction: RenormCorrection | None = None
+
+    @property
+    def r_max(self) -> float:
+        """r is clipped to [1/r_max, r_max]; settable during training (the paper's schedule)."""
+        return self._r_max
+
+    @r_max.setter
+    def r_max(self, value) -> None:
+        self._r_max = _check_clip_limit(value, "r_max", 1.0)
+
+    @property
+    def d_max(self) -> float:
+        """d is clipped to [-d_max, d_max]; settable during training (the paper's schedule)."""
+        return self._d_max
+
+    @d_max.setter
+    def d_max(self, value) -> None:
+        self._d_max = _check_clip_limit(value, "d_max", 0.0)
+
+    def __repr__(self) -> str:
+        bias = "" if self.bias else ", bias=False"
+        return (
+            f"BatchRenorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}{bias}, r_max={self.r_max}, d_max={self.d_max})"
+        )
+
+    def renorm_correction(self, batch_mean, batch_var, running_mean, running_var):
+        """r and d per feature, from the batch's and the running statistics (all (C,)).
+
+        .. math::  r = \\mathrm{clip}(\\sigma_B/\\sigma, 1/r_{max}, r_{max}), \\quad
+            d = \\mathrm{clip}((\\mu_B - \\mu)/\\sigma, -d_{max}, d_{max})
+
+        with :math:`\\sigma_B = \\sqrt{\\mathrm{var}_B + \\epsilon}` and
+        :math:`\\sigma = \\sqrt{\\texttt{running\\_var} + \\epsilon}`.
+        """
+        eps = batch_var.dtype.type(self.eps)
+        batch_std = np.sqrt(batch_var + eps)
+        running_std = np.sqrt(running_var + eps)
+        r = np.clip(batch_std / running_std, 1.0 / self.r_max, self.r_max)
+        d = np.clip((batch_mean - running_mean) / running_std, -self.d_max, self.d_max)
+        return RenormCorrection(r, d)
+
+    def _statistics(self, x, reduce_axes, mask):
+        # r and d compare the batch with the running statistics from before its update
+        running_mean = self.running_mean.astype(x.dtype)  # (C,), copies
+        running_var = self.running_var.astype(x.dtype)
+        mean, var, count, batch_statistics = super()._statistics(x, reduce_axes, mask)
+        self.correction = None
+        if batch_statistics:
+            self.correction = self.renorm_correction(
+                mean.reshape(-1), var.reshape(-1), running_mean, running_var
+            )
+        return mean, var, count, batch_statistics
+
+    def _scale_and_shift(self, weight, bias):
+        if self.correction is None:  # eval mode: BatchNorm's affine map
+            return weight, bias
+        r, d = self.correction
+        if weight is None:  # no affine: the correction is the whole scale and shift
+            return r, d
+        shift = weight * d if bias is None else weight * d + bias  # γ·d + β
+        return weight * r, shift  # γ·r
+
+    def _parameter_grads(self, dweight, dbias):
+        # dweight and dbias are the gradients of the applied scale γ·r and shift γ·d + β
+        if self.correction is None:
+            return dweight, dbias
+        if not self.affine:
+            return None, None
+        r, d = self.correction
+        dgamma = r * dweight + d * dbias  # ∂(γ·r)/∂γ = r, ∂(γ·d + β)/∂γ = d
+        return dgamma, (dbias if "bias" in self.params else None)
 
 
 # ---------------------------------------------------------------------------
@@ -830,6 +1137,7 @@ class NormKind(NamedTuple):
 NORM_KINDS: dict[str, NormKind] = {
     "none": NormKind(_no_norm, frozenset(), centers=False),
     "batch": NormKind(BatchNorm, _keywords(BatchNorm, ("num_features",)), centers=True),
+    "batch_renorm": NormKind(BatchRenorm, _keywords(BatchRenorm, ("num_features",)), centers=True),
     "layer": NormKind(LayerNorm, _keywords(LayerNorm, ("normalized_shape",)), centers=True),
     "rms": NormKind(RMSNorm, _keywords(RMSNorm, ("normalized_shape",)), centers=False),
     "group": NormKind(
@@ -853,8 +1161,11 @@ def make_norm(kind: str, num_features: int, **options) -> Module:
 
     Parameters
     ----------
-    kind : ``"none"``, ``"batch"``, ``"layer"``, ``"rms"``, ``"group"`` or ``"instance"``
-        ``"none"`` -> :class:`Identity`; ``"batch"`` -> ``BatchNorm(num_features)``;
+    kind : ``"none"``, ``"batch"``, ``"batch_renorm"``, ``"layer"``, ``"rms"``, ``"group"``
+        or ``"instance"``
+        ``"none"`` -> :class:`Identity`; ``"batch"`` -> ``BatchNorm(num_features)``
+        (ghost batches with the option ``ghost_batch_size``); ``"batch_renorm"`` ->
+        ``BatchRenorm(num_features)`` (set ``r_max``/``d_max``, see its schedule);
         ``"layer"`` -> ``LayerNorm(num_features)``; ``"rms"`` -> ``RMSNorm(num_features)``;
         ``"group"`` -> ``GroupNorm(num_groups, num_features)`` with ``num_groups``
         from the options or :func:`default_num_groups`; ``"instance"`` ->
@@ -865,7 +1176,7 @@ def make_norm(kind: str, num_features: int, **options) -> Module:
         Keyword arguments of the layers (``eps``, ``momentum``, ``affine``, ``dtype``,
         ``num_groups``, ...). Each kind takes those its constructor has and ignores the
         others, so one sweep can pass the same options to every kind (``momentum``
-        reaches BatchNorm only). A keyword that no kind takes is a TypeError.
+        reaches the BatchNorm kinds only). A keyword that no kind takes is a TypeError.
 
     Examples
     --------

@@ -52,7 +52,8 @@ through the variance (``∂var/∂x_j = 2 (x_j - mean) / n``). RMSNorm does not
 subtract a mean, so its middle term is absent; BatchNorm in eval mode uses fixed
 running statistics, so both are absent and ``dx = rstd * dxhat``. The parameters
 get ``dweight = sum(dout * xhat)`` and ``dbias = sum(dout)`` over every axis they
-are shared along.
+are shared along. Batch Renorm multiplies x̂ by a constant r and adds a constant d,
+so its ``dxhat`` is ``dout * weight * r`` and the three terms follow unchanged.
 
 Conventions
 -----------
@@ -95,6 +96,8 @@ __all__ = [
     "batch_norm_eval_forward",
     "batch_norm_forward",
     "batch_norm_running_stats",
+    "batch_renorm_backward",
+    "batch_renorm_forward",
     "conv2d_backward_naive",
     "conv2d_forward_naive",
     "group_norm_backward",
@@ -197,6 +200,58 @@ def batch_norm_eval_backward(dout, cache):
     dbias = dout.sum(axis=axes)  # (D,)
     dweight = (dout * xhat).sum(axis=axes)  # (D,)
     dx = dout * weight * rstd  # (N, T, D): only the direct road, no term through the statistics
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------
+# Batch Renormalization (Ioffe, 2017): BatchNorm corrected towards the running statistics
+# ---------------------------------------------------------------------------
+
+
+def batch_renorm_forward(
+    x, weight, bias, running_mean, running_var, eps=1e-5, r_max=1.0, d_max=0.0, mask=None
+):
+    """Batch Renorm in training mode, the paper's Algorithm 1: BatchNorm's x̂, times r, plus d.
+
+    ``r = clip(std_B / std, 1 / r_max, r_max)`` and ``d = clip((mean_B - running_mean) /
+    std, -d_max, d_max)``, with eps inside both standard deviations: ``std_B = sqrt(var_B
+    + eps)``, ``std = sqrt(running_var + eps)``. The running statistics are those from
+    before this batch updates them (as BatchNorm's: :func:`batch_norm_running_stats`);
+    eval mode is :func:`batch_norm_eval_forward`. Returns ``(out, cache)``; the cache
+    holds r and d, the constants of the backward.
+    """
+    axes = tuple(range(x.ndim - 1))  # (0, 1): every axis but the features
+    real = True if mask is None else mask[..., None]  # (N, T, 1)
+    mean = x.mean(axis=axes, keepdims=True, where=real)  # (1, 1, D)
+    var = x.var(axis=axes, keepdims=True, where=real)  # (1, 1, D), biased
+    std = np.sqrt(var + eps)  # (1, 1, D): the batch's
+    running_std = np.sqrt(running_var + eps)  # (D,): the running one
+    r = np.clip(std / running_std, 1 / r_max, r_max)  # (1, 1, D)
+    d = np.clip((mean - running_mean) / running_std, -d_max, d_max)  # (1, 1, D)
+    xhat = (x - mean) / std  # (N, T, D): BatchNorm's
+    out = (xhat * r + d) * weight + bias  # (N, T, D)
+    if mask is not None:
+        xhat = np.where(real, xhat, 0.0)  # (N, T, D)
+        out = np.where(real, out, 0.0)  # (N, T, D)
+    cache = (xhat, 1.0 / std, r, d, weight, mask)
+    return out, cache
+
+
+def batch_renorm_backward(dout, cache):
+    """Gradients of :func:`batch_renorm_forward` (r and d constants): ``(dx, dweight, dbias)``."""
+    xhat, rstd, r, d, weight, mask = cache
+    axes = tuple(range(xhat.ndim - 1))  # (0, 1)
+    real = True if mask is None else mask[..., None]  # (N, T, 1)
+    if mask is not None:
+        dout = np.where(real, dout, 0.0)  # (N, T, D)
+    dbias = dout.sum(axis=axes)  # (D,)
+    dweight = (dout * (xhat * r + d)).sum(axis=axes)  # (D,): γ multiplies r·x̂ + d
+    dxhat = dout * weight * r  # (N, T, D): ∂L/∂x̂ through r·x̂ + d
+    mean_dxhat = dxhat.mean(axis=axes, keepdims=True, where=real)  # (1, 1, D)
+    mean_dxhat_xhat = (dxhat * xhat).mean(axis=axes, keepdims=True, where=real)  # (1, 1, D)
+    dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)  # (N, T, D)
+    if mask is not None:
+        dx = np.where(real, dx, 0.0)  # (N, T, D)
     return dx, dweight, dbias
 
 

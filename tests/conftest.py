@@ -92,7 +92,14 @@ def reference_pass(layer, x, dy, mask=None, *, layer_input_dtype=None):
     bias = layer.params.get("bias", np.zeros(feature_shape)).astype(dtype)
     eps = layer.eps
     dbias = None
-    if isinstance(layer, nl.BatchNorm) and layer.uses_batch_statistics:
+    if isinstance(layer, nl.BatchNorm) and layer.ghost_batch_size is not None:
+        raise TypeError("no textbook reference for ghost batches: compare with each chunk")
+    if isinstance(layer, nl.BatchRenorm) and layer.uses_batch_statistics:
+        running = layer.running_mean.astype(dtype), layer.running_var.astype(dtype)
+        limits = layer.r_max, layer.d_max
+        y, cache = reference.batch_renorm_forward(x, weight, bias, *running, eps, *limits, mask)
+        dx, dweight, dbias = reference.batch_renorm_backward(dy, cache)
+    elif isinstance(layer, nl.BatchNorm) and layer.uses_batch_statistics:
         y, cache = reference.batch_norm_forward(x, weight, bias, eps, mask=mask)
         dx, dweight, dbias = reference.batch_norm_backward(dy, cache)
     elif isinstance(layer, nl.BatchNorm):

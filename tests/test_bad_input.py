@@ -3,6 +3,9 @@ given (with the fix where there is one), and no layer state changed by the faile
 
 Messages are checked for their key words only (both numbers, the np.moveaxis hint, the
 dtype), so rewording a message does not break a test but dropping information does.
+
+Batch Renorm is held to the same tests as every other layer (it is added to ``kind`` here)
+and to BatchNorm's own; ghost batches' bad input is in ``test_ghost_batches.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ import normlab as nl
 
 X_SHAPE = (4, 5, 6)  # (N, T, C)
 MOVEAXIS_HINT = re.escape("np.moveaxis(x, 1, -1)")
+KINDS = (*LAYER_KINDS, "batch_renorm")
+BATCH_KINDS = ("batch", "batch_renorm")  # the layers with batch and running statistics
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> str:
+    """conftest's layers and Batch Renorm, which must fail in the same ways."""
+    return request.param
 
 
 def mentions(*patterns: str) -> str:
@@ -51,16 +62,18 @@ def test_negative_or_non_finite_eps_is_rejected(kind, eps):
 def test_batchnorm_rejects_eps_zero_but_the_batch_free_layers_accept_it():
     # Deliberate difference from torch (listed in the README): a constant BatchNorm feature
     # with eps = 0 divides by zero in every training step.
-    with pytest.raises(ValueError, match=mentions("eps", "> 0", number(0.0))):
-        nl.BatchNorm(6, eps=0.0)
+    for batch_kind in BATCH_KINDS:
+        with pytest.raises(ValueError, match=mentions("eps", "> 0", number(0.0))):
+            build_layer(batch_kind, eps=0.0)
     for kind in ("layer", "rms", "group", "instance"):
         assert build_layer(kind, eps=0.0).eps == 0.0
 
 
+@pytest.mark.parametrize("batch_kind", BATCH_KINDS)
 @pytest.mark.parametrize("momentum", [-0.1, 1.5])
-def test_batchnorm_momentum_outside_zero_one_is_rejected(momentum):
+def test_batchnorm_momentum_outside_zero_one_is_rejected(batch_kind, momentum):
     with pytest.raises(ValueError, match=mentions("momentum", number(momentum))):
-        nl.BatchNorm(6, momentum=momentum)
+        build_layer(batch_kind, momentum=momentum)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +81,7 @@ def test_batchnorm_momentum_outside_zero_one_is_rejected(momentum):
     [
         (lambda: nl.BatchNorm(0), "num_features", 0),
         (lambda: nl.BatchNorm(-3), "num_features", -3),
+        (lambda: nl.BatchRenorm(0), "num_features", 0),
         (lambda: nl.LayerNorm(0), "normalized_shape", 0),
         (lambda: nl.LayerNorm((5, 0)), "normalized_shape", 0),
         (lambda: nl.LayerNorm((-2, 6)), "normalized_shape", -2),
@@ -79,6 +93,7 @@ def test_batchnorm_momentum_outside_zero_one_is_rejected(momentum):
     ids=[
         "BatchNorm(0)",
         "BatchNorm(-3)",
+        "BatchRenorm(0)",
         "LayerNorm(0)",
         "LayerNorm((5,0))",
         "LayerNorm((-2,6))",
@@ -107,6 +122,8 @@ WRONG_SHAPE_CASES = [
     ("batch", 6, (4, 7), [number(6), number(7)]),
     ("batch", 6, (4, 6, 5), [number(6), number(5), MOVEAXIS_HINT]),  # channels-first (N, C, L)
     ("batch", 6, (2, 6, 3, 3), [number(6), number(3), MOVEAXIS_HINT]),  # (N, C, H, W)
+    ("batch_renorm", 6, (4, 7), [number(6), number(7)]),
+    ("batch_renorm", 6, (2, 6, 3, 3), [number(6), number(3), MOVEAXIS_HINT]),
     ("group", 6, (4, 7), [number(6), number(7)]),
     ("group", 6, (2, 6, 3, 4), [number(6), number(4), MOVEAXIS_HINT]),
     ("layer", 6, (4, 7), [number(6), number(7)]),
@@ -126,7 +143,7 @@ def test_wrong_feature_size_names_both_numbers_and_the_moveaxis_fix(
         layer(rng.normal(size=x_shape))
 
 
-@pytest.mark.parametrize("kind", ["batch", "group"])
+@pytest.mark.parametrize("kind", ["batch", "batch_renorm", "group"])
 def test_input_with_fewer_than_two_dims_is_rejected(kind, rng):
     layer = build_layer(kind)
     with pytest.raises(ValueError, match=mentions(number(2), shape((6,)))):
@@ -156,17 +173,19 @@ TOO_FEW_VALUES_CASES = [
 ]
 
 
+@pytest.mark.parametrize("batch_kind", BATCH_KINDS)
 @pytest.mark.parametrize(("x_shape", "mask", "values_per_feature"), TOO_FEW_VALUES_CASES)
 def test_batchnorm_training_with_at_most_one_value_per_feature_is_rejected(
-    x_shape, mask, values_per_feature, rng
+    x_shape, mask, values_per_feature, batch_kind, rng
 ):
-    layer = build_layer("batch")
+    layer = build_layer(batch_kind)
     with pytest.raises(ValueError, match=mentions("per feature", number(values_per_feature))):
         layer(rng.normal(size=x_shape), mask=mask)
 
 
-def test_batchnorm_eval_with_running_stats_accepts_a_single_sample(rng):
-    layer = build_layer("batch").eval()
+@pytest.mark.parametrize("batch_kind", BATCH_KINDS)
+def test_batchnorm_eval_with_running_stats_accepts_a_single_sample(batch_kind, rng):
+    layer = build_layer(batch_kind).eval()
     assert layer(rng.normal(size=(1, 6))).shape == (1, 6)
 
 
@@ -236,16 +255,17 @@ def failing_calls(kind: str, rng) -> dict:
         "mask-wrong-shape": lambda layer: layer(x, mask=np.ones(X_SHAPE, dtype=bool)),
         "mask-not-boolean": lambda layer: layer(x, mask=np.ones(X_SHAPE[:-1])),
     }
-    if kind == "batch":
+    if kind in BATCH_KINDS:
         calls["one-value-per-feature"] = lambda layer: layer(rng.normal(size=(1, 1, 6)))
         calls["all-padding"] = lambda layer: layer(x, mask=np.zeros(X_SHAPE[:-1], dtype=bool))
         calls["one-dim-input"] = lambda layer: layer(rng.normal(size=6))
     return calls
 
 
-@pytest.mark.parametrize("kind", LAYER_KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_failed_forward_changes_no_state_and_backward_still_uses_the_last_good_forward(kind, rng):
-    layer = build_layer(kind, rng=rng)
+    options = {"r_max": 3.0, "d_max": 5.0} if kind == "batch_renorm" else {}
+    layer = build_layer(kind, rng=rng, **options)
     x, dy = rng.normal(1.0, 2.0, size=X_SHAPE), rng.normal(size=X_SHAPE)
     mask = np.arange(X_SHAPE[1]) < np.array([5, 2, 3, 4])[:, None]
     layer(x, mask=mask)
@@ -255,7 +275,7 @@ def test_failed_forward_changes_no_state_and_backward_still_uses_the_last_good_f
     for name, call in failing_calls(kind, rng).items():
         with pytest.raises((ValueError, TypeError)):
             call(layer)
-        if kind == "batch":
+        if kind in BATCH_KINDS:
             np.testing.assert_array_equal(layer.running_mean, state_before.running_mean, name)
             np.testing.assert_array_equal(layer.running_var, state_before.running_var, name)
             assert layer.num_batches_tracked == state_before.num_batches_tracked, name
@@ -286,10 +306,11 @@ def test_failed_backward_leaves_the_gradients_and_the_cache_alone(kind, rng):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("batch_kind", BATCH_KINDS)
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_nan_or_inf_training_batch_warns_and_does_not_update_running_stats(
-    bad_value, momentum, rng
+    bad_value, momentum, batch_kind, rng
 ):
     """normlab's rule, on purpose unlike torch 2.13.
 
@@ -300,7 +321,8 @@ def test_nan_or_inf_training_batch_warns_and_does_not_update_running_stats(
     incremented either, because the batch was not tracked (counting it would also
     bias the momentum=None cumulative average towards the initial 0 and 1).
     """
-    layer = build_layer("batch", rng=rng, momentum=momentum)
+    options = {"r_max": 3.0, "d_max": 5.0} if batch_kind == "batch_renorm" else {}
+    layer = build_layer(batch_kind, rng=rng, momentum=momentum, **options)
     good_batch = rng.normal(2.0, 3.0, size=X_SHAPE)
     layer(good_batch)
     mean, var = layer.running_mean.copy(), layer.running_var.copy()

@@ -6,6 +6,9 @@ it flags a backward that is wrong in the input gradient, in one parameter gradie
 in the classic ways (forgetting the statistics; returning the zero gradient that the
 ``sum(BatchNorm(x))`` loss would wrongly confirm). ``jacobian`` builds the full ∂y/∂x
 from the backward; it is checked against finite differences and BatchNorm's formula.
+
+Batch Renorm runs every ``kind`` test with its default r_max = 1, d_max = 0 (r and d are
+then constants); its general case, with r and d held fixed, is in ``test_batch_renorm.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ from normlab.gradcheck import jacobian, relative_error
 #: A right backward measures at most 3e-9 here; the wrong ones below, 1e-5 or more.
 GRADCHECK_TOLERANCE = 1e-7
 X_SHAPE = (3, 4, 6)  # (N, T, C): C = 6 features, GroupNorm with 2 groups of 3
+
+
+@pytest.fixture(params=(*LAYER_KINDS, "batch_renorm"))
+def kind(request) -> str:
+    """conftest's layers and Batch Renorm."""
+    return request.param
 
 
 def padding_mask(num_real_tokens=(4, 2, 3), length=X_SHAPE[1]) -> np.ndarray:
@@ -67,6 +76,8 @@ def test_backward_matches_finite_differences(kind, training, affine, use_mask, r
         ("rms", {"normalized_shape_is_tuple": True}),
         ("batch", {"track_running_stats": False}),
         ("batch", {"momentum": None}),
+        ("batch", {"ghost_batch_size": 1}),  # three ghost batches of one sequence each
+        ("batch_renorm", {"momentum": None}),
         ("group", {"num_groups": 1}),
         ("group", {"num_groups": 6}),
     ],

@@ -27,6 +27,7 @@ def test_every_kind_of_the_registry_is_built_by_make_norm():
     expected = {
         "none": nl.module.Identity,
         "batch": nl.BatchNorm,
+        "batch_renorm": nl.BatchRenorm,
         "layer": nl.LayerNorm,
         "rms": nl.RMSNorm,
         "group": nl.GroupNorm,
