@@ -297,9 +297,10 @@ def _subtracts_channel_mean(norm) -> bool:
 
     Then a per-channel bias added just before it is cancelled exactly, whatever its value:
     BatchNorm (the mean over N, H, W), InstanceNorm (over H, W) and GroupNorm with one
-    channel per group. LayerNorm over the channels, RMSNorm and GroupNorm with several
-    channels per group do not: a mean over several channels removes only the average of
-    their biases.
+    channel per group. (In eval mode, and in Batch Renorm's correction d, the bias meets the
+    running mean instead, which takes it in as it tracks the batch means.) LayerNorm over
+    the channels, RMSNorm and GroupNorm with several channels per group do not: a mean
+    over several channels removes only the average of their biases.
     """
     if isinstance(norm, (BatchNorm, InstanceNorm)):
         return True
@@ -381,7 +382,8 @@ class CNN(Sequential):
     the (N, H, W, C) activations:
 
     * ``"batch"``: one mean and variance per channel over N·H·W values, torch's
-      ``BatchNorm2d``;
+      ``BatchNorm2d``; ``"batch_renorm"``: the same, corrected towards the running
+      statistics (:class:`normlab.BatchRenorm`; BatchNorm at its default limits);
     * ``"group"``: per image, over H·W and C/G channels (G from ``norm_kwargs["num_groups"]``
       or :func:`normlab.layers.default_num_groups`), torch's ``GroupNorm``;
     * ``"layer"``: per image *and position*, over its C channels, the channels-last
