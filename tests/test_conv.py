@@ -562,6 +562,27 @@ def test_backward_checks_dy_and_a_failed_forward_keeps_the_last_good_one(module)
     assert module.backward(np.ones_like(y)).shape == x.shape  # the last good forward's
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Conv2d(1, 2, 3, rng=0), lambda: nn.CNN(1, 3, (2, 4), rng=0)],
+    ids=["conv", "cnn"],
+)  # fmt: skip
+def test_there_is_no_gradient_before_the_first_backward(make, rng):
+    module = make()
+    assert dict(module.grads) == {}
+    with pytest.raises(RuntimeError, match="no gradient"):
+        module.state_dict(grads=True)
+    y = module(rng.normal(size=(2, 4, 4, 1)).astype(np.float32))
+    module.backward(rng.normal(size=y.shape).astype(np.float32))
+    assert set(module.state_dict(grads=True)) == set(module.params)  # no buffers
+
+
+def test_a_conv_weight_replaced_by_the_wrong_shape_is_named_before_any_arithmetic():
+    conv = nn.Conv2d(3, 4, 3, rng=0)
+    conv.params["weight"] = np.zeros((4, 3, 3, 3), dtype=np.float32)  # torch's layout
+    with pytest.raises(ValueError, match=r"params\['weight'\].*\(3, 3, 3, 4\).*\(4, 3, 3, 3\)"):
+        conv(np.zeros((1, 5, 5, 3), dtype=np.float32))
+
+
 def test_load_state_dict_in_the_internal_layout_names_the_expected_torch_shape():
     conv = nn.Conv2d(3, 4, (3, 2), rng=0)
     with pytest.raises(
