@@ -49,6 +49,7 @@ lab: $(STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_layers.py
+	$(BIN)/python benchmarks/bench_conv.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache figures-quick figures-custom handouts handouts-quick

@@ -4,7 +4,8 @@ Nothing is downloaded and everything is determined by a seed:
 
 * :func:`load_digits_split` -- the 8x8 handwritten digits that ship inside
   scikit-learn (1797 images, 64 features, 10 classes), split into train and
-  test with a fixed stratified split and standardized with train statistics.
+  test with a fixed stratified split and standardized with train statistics;
+  ``split.x_train_images`` gives the same pixels as (N, 8, 8, 1) images for a CNN.
 * :func:`digits_hidden_features` -- the digits train rows through a fixed random
   ``Linear`` (and ReLU): what the first hidden layer of an MLP sees at initialization.
 * :func:`iterate_minibatches` -- shuffled index arrays for one epoch.
@@ -26,6 +27,7 @@ from normlab import nn
 from normlab.module import as_generator
 
 __all__ = [
+    "DIGIT_IMAGE_SHAPE",
     "DigitsSplit",
     "SequenceTask",
     "digits_hidden_features",
@@ -37,6 +39,9 @@ __all__ = [
 #: a feature whose train standard deviation is below this is constant (digit borders,
 #: a ReLU unit that is off for every image)
 _CONSTANT_FEATURE_STD = 1e-8
+
+#: one digit as an image (H, W, C): feature ``8 * row + column`` is pixel (row, column)
+DIGIT_IMAGE_SHAPE = (8, 8, 1)
 
 
 def _check_int(value, what: str, who: str, minimum: int) -> int:
@@ -69,6 +74,16 @@ class DigitsSplit(NamedTuple):
     @property
     def num_features(self) -> int:
         return self.x_train.shape[1]
+
+    @property
+    def x_train_images(self) -> np.ndarray:
+        """``x_train`` as images (n_train, 8, 8, 1), features-last, for a CNN (a view)."""
+        return self.x_train.reshape(-1, *DIGIT_IMAGE_SHAPE)
+
+    @property
+    def x_test_images(self) -> np.ndarray:
+        """``x_test`` as images (n_test, 8, 8, 1) (a view)."""
+        return self.x_test.reshape(-1, *DIGIT_IMAGE_SHAPE)
 
     @property
     def num_classes(self) -> int:

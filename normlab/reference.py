@@ -7,6 +7,10 @@ products and sums, and the shape of every line in its comment. Nothing is
 shared between the layers and nothing is there for speed, so that each function
 can be read, and checked, on its own.
 
+The page ends with the convolution by its definition, four loops over the outputs
+(:func:`conv2d_forward_naive`, :func:`conv2d_backward_naive`): what
+:class:`normlab.nn.Conv2d` computes with one matrix product.
+
 The layers (``normlab.BatchNorm`` and the others) do not run this code: they run
 :mod:`normlab.functional`, one core for all of them, parametrized by the reduction
 axes, with fast sums. The two compute the same numbers up to rounding;
@@ -94,6 +98,8 @@ __all__ = [
     "batch_norm_running_stats",
     "batch_renorm_backward",
     "batch_renorm_forward",
+    "conv2d_backward_naive",
+    "conv2d_forward_naive",
     "group_norm_backward",
     "group_norm_forward",
     "instance_norm_backward",
@@ -413,4 +419,77 @@ def instance_norm_backward(dout, cache):
     dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)  # (N, H, W, C)
     if mask is not None:
         dx = np.where(real, dx, 0.0)  # (N, H, W, C)
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------
+# Conv2d (LeCun et al., 1989): the definition, one output number at a time
+# ---------------------------------------------------------------------------
+
+
+def _pair(value):
+    """An int or a (height, width) pair, as torch takes kernel sizes, strides and paddings."""
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def conv2d_forward_naive(x, weight, bias=None, stride=1, padding=0):
+    """Conv2d by its definition: every output is a window of the input times the kernel, summed.
+
+    ``y[n, h, w, o] = bias[o] + Σ_{i, j, c} x_pad[n, h·s + i, w·s + j, c] · weight[o, c, i, j]``
+
+    ``x`` (N, H, W, C_in), features-last; ``weight`` (C_out, C_in, kH, kW), torch's
+    layout (``torch.nn.Conv2d(...).weight``, or ``normlab.nn.Conv2d(...).state_dict()``);
+    ``bias`` (C_out,) or None; ``stride`` and ``padding`` ints or (height, width) pairs.
+    ``x_pad`` is ``x`` with ``padding`` zeros on both sides of H and W. Returns
+    ``(out, cache)``, ``out`` of shape (N, Ho, Wo, C_out).
+    """
+    (stride_h, stride_w), (pad_h, pad_w) = _pair(stride), _pair(padding)
+    batch_size, height, width, _ = x.shape  # (N, H, W, C_in)
+    out_channels, _, kernel_h, kernel_w = weight.shape  # (C_out, C_in, kH, kW)
+    x_pad = np.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))  # (N, H+2p, W+2p, C_in)
+    out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1  # the windows that fit
+    out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
+    out = np.zeros((batch_size, out_h, out_w, out_channels), dtype=x.dtype)  # (N, Ho, Wo, C_out)
+    for n in range(batch_size):
+        for h in range(out_h):
+            for w in range(out_w):
+                top, left = h * stride_h, w * stride_w
+                window = x_pad[n, top : top + kernel_h, left : left + kernel_w, :]  # (kH, kW, C_in)
+                for o in range(out_channels):
+                    kernel = weight[o].transpose(1, 2, 0)  # (kH, kW, C_in), as the window
+                    out[n, h, w, o] = np.sum(window * kernel)  # one number
+    if bias is not None:
+        out += bias  # (N, Ho, Wo, C_out): one bias per output channel
+    cache = (x, weight, bias is not None, (stride_h, stride_w), (pad_h, pad_w))
+    return out, cache
+
+
+def conv2d_backward_naive(dout, cache):
+    """Gradients of :func:`conv2d_forward_naive`: ``(dx, dweight, dbias)``.
+
+    Each output ``out[n, h, w, o]`` used one window of the input and the kernel ``o``, so
+    its gradient ``dout[n, h, w, o]`` flows back to exactly those: the window's entries get
+    ``dout · kernel``, the kernel gets ``dout · window``. Windows that overlap add up. The
+    layouts are the forward's: ``dweight`` (C_out, C_in, kH, kW), ``dbias`` (C_out,) or None.
+    """
+    x, weight, has_bias, (stride_h, stride_w), (pad_h, pad_w) = cache
+    batch_size, height, width, _ = x.shape  # (N, H, W, C_in)
+    out_channels, _, kernel_h, kernel_w = weight.shape  # (C_out, C_in, kH, kW)
+    _, out_h, out_w, _ = dout.shape  # (N, Ho, Wo, C_out)
+    x_pad = np.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))  # (N, H+2p, W+2p, C_in)
+    dx_pad = np.zeros_like(x_pad)  # (N, H+2p, W+2p, C_in)
+    dweight = np.zeros_like(weight)  # (C_out, C_in, kH, kW)
+    for n in range(batch_size):
+        for h in range(out_h):
+            for w in range(out_w):
+                top, left = h * stride_h, w * stride_w
+                rows, cols = slice(top, top + kernel_h), slice(left, left + kernel_w)
+                window = x_pad[n, rows, cols, :]  # (kH, kW, C_in)
+                for o in range(out_channels):
+                    grad = dout[n, h, w, o]  # one number
+                    kernel = weight[o].transpose(1, 2, 0)  # (kH, kW, C_in), as the window
+                    dweight[o] += grad * window.transpose(2, 0, 1)  # (C_in, kH, kW)
+                    dx_pad[n, rows, cols, :] += grad * kernel  # (kH, kW, C_in)
+    dx = dx_pad[:, pad_h : pad_h + height, pad_w : pad_w + width, :]  # (N, H, W, C_in): no padding
+    dbias = dout.sum(axis=(0, 1, 2)) if has_bias else None  # (C_out,)
     return dx, dweight, dbias

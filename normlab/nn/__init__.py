@@ -10,18 +10,22 @@ Every module has the one interface of :mod:`normlab.module` (the normalization l
     module.state_dict()          # PyTorch's names and layouts; load_state_dict takes them
 
 Inputs are features-last: (N, D) vectors or (N, T, D) sequences, with an optional
-padding ``mask`` of shape ``x.shape[:-1]`` (True = real token).
+padding ``mask`` of shape ``x.shape[:-1]`` (True = real token), and (N, H, W, C) images.
 
 What is here, by topic
 ----------------------
 * :mod:`~normlab.nn.linear`: :class:`Linear`; :mod:`~normlab.nn.activations`:
   :class:`ReLU`, :class:`Tanh`; :class:`Identity` (from :mod:`normlab.module`).
+* :mod:`~normlab.nn.conv`: :class:`Conv2d`, :class:`MaxPool2d` and
+  :class:`GlobalAvgPool2d` on (N, H, W, C) images.
 * :mod:`~normlab.nn.containers`: :class:`Sequential`, a chain of modules whose
   parameters appear as one flat, live dict (``"0.weight"``, ``"2.bias"``, ...).
 * :mod:`~normlab.nn.mixing`: :class:`MeanMixing`, token mixing by running means, and
   :class:`MixingBlock`, a pre-norm residual block around it.
 * :mod:`~normlab.nn.models`: :class:`MLP` (``Linear -> norm -> ReLU`` blocks and a
-  ``Linear`` head) and :class:`SequenceModel`.
+  ``Linear`` head), :class:`SequenceModel` and :class:`CNN` (``Conv2d -> norm -> ReLU ->
+  MaxPool2d`` blocks, a global average pool and a ``Linear`` head; its shape as a
+  :class:`CNNConfig`).
 * :mod:`~normlab.nn.losses`: :func:`softmax_cross_entropy`, :func:`accuracy`.
 * :mod:`~normlab.nn.optim`: :class:`SGD` (with momentum) and :class:`Adam`, updating
   ``params`` in place.
@@ -46,19 +50,25 @@ Example
 from normlab.module import Container, Identity, Module
 from normlab.nn.activations import ReLU, Tanh
 from normlab.nn.containers import Sequential
+from normlab.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.linear import Linear
 from normlab.nn.losses import accuracy, softmax_cross_entropy
 from normlab.nn.mixing import MeanMixing, MixingBlock
-from normlab.nn.models import MLP, SequenceModel
+from normlab.nn.models import CNN, MLP, CNNConfig, SequenceModel
 from normlab.nn.optim import SGD, Adam
 
 __all__ = [
+    "CNN",
     "MLP",
     "SGD",
     "Adam",
+    "CNNConfig",
     "Container",
+    "Conv2d",
+    "GlobalAvgPool2d",
     "Identity",
     "Linear",
+    "MaxPool2d",
     "MeanMixing",
     "MixingBlock",
     "Module",

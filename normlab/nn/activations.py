@@ -10,7 +10,7 @@ __all__ = ["ReLU", "Tanh"]
 
 
 class ReLU(Module):
-    """``y = max(x, 0)``; ``dx = dy`` where ``x > 0`` and 0 elsewhere. No parameters.
+    """``y = max(x, 0)``; ``dx = dy · [x > 0]``. No parameters.
 
     ``mask`` is accepted and ignored: ReLU maps zero padding to zero.
     """
@@ -24,13 +24,14 @@ class ReLU(Module):
 
     def forward(self, x, mask=None) -> np.ndarray:
         x = as_float_array(x, "ReLU")
-        positive = x > 0  # (shape of x), bool
-        self._cache = positive
-        return np.where(positive, x, x.dtype.type(0))
+        self._cache = x > 0  # (shape of x), bool
+        return np.maximum(x, x.dtype.type(0))  # NaN stays NaN, as in torch
 
     def backward(self, dy) -> np.ndarray:
         positive = self.require_cache()
-        return np.where(positive, dy, np.asarray(dy).dtype.type(0))
+        # dy · [x > 0] as a product: np.where branches on every element, which is slow when
+        # the mask has no pattern (about half of the units are off, in no order).
+        return np.multiply(dy, positive)
 
 
 class Tanh(Module):

@@ -1,17 +1,35 @@
-"""The models the experiments train: an MLP and a small sequence model."""
+"""The models the experiments train: an MLP, a small sequence model and a small CNN."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 
-from normlab.layers import NORM_KINDS, make_norm, norm_centers
-from normlab.module import Container, Identity, as_float_array, as_generator, check_mask
+from normlab.layers import (
+    NORM_KINDS,
+    BatchNorm,
+    GroupNorm,
+    InstanceNorm,
+    make_norm,
+    norm_centers,
+)
+from normlab.module import (
+    Container,
+    Identity,
+    as_float_array,
+    as_generator,
+    check_mask,
+    check_positive_int,
+)
 from normlab.nn.activations import ReLU, Tanh
 from normlab.nn.containers import Sequential
+from normlab.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
 from normlab.nn.linear import Linear
 from normlab.nn.mixing import MixingBlock
 
-__all__ = ["MLP", "SequenceModel"]
+__all__ = ["CNN", "MLP", "CNNConfig", "SequenceModel"]
 
 
 _ACTIVATIONS = {"relu": (ReLU, "he"), "tanh": (Tanh, "glorot")}
@@ -267,3 +285,210 @@ class SequenceModel(Container):
         for block in reversed(self.blocks):
             dh = block.backward(dh)
         return self.embed.backward(dh)  # (N, T, in_features)
+
+
+# ---------------------------------------------------------------------------
+# A small convolutional network
+# ---------------------------------------------------------------------------
+
+
+def _subtracts_channel_mean(norm) -> bool:
+    """True if ``norm`` subtracts a mean taken within each channel (per batch or per image).
+
+    Then a per-channel bias added just before it is cancelled exactly, whatever its value:
+    BatchNorm (the mean over N, H, W), InstanceNorm (over H, W) and GroupNorm with one
+    channel per group. (In eval mode, and in Batch Renorm's correction d, the bias meets the
+    running mean instead, which takes it in as it tracks the batch means.) LayerNorm over
+    the channels, RMSNorm and GroupNorm with several channels per group do not: a mean
+    over several channels removes only the average of their biases.
+    """
+    if isinstance(norm, (BatchNorm, InstanceNorm)):
+        return True
+    return isinstance(norm, GroupNorm) and norm.num_groups == norm.num_channels
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """The shape of a :class:`CNN` apart from its normalization (the axis experiments sweep).
+
+    An experiment's Config can hold one (``model: CNNConfig = CNNConfig(widths=(8, 16))``)
+    and add :meth:`to_dict` to every run, so the architecture is part of each run's cache
+    key; :meth:`build` makes the network. Construction checks the values (ValueError).
+    """
+
+    in_channels: int = 1
+    num_classes: int = 10
+    widths: tuple[int, ...] = (16, 32)
+    kernel_size: int = 3
+    pool: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "kernel_size"):
+            check_positive_int(getattr(self, name), name, "CNNConfig")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(
+                f"CNNConfig: kernel_size must be odd, so that padding kernel_size // 2 keeps "
+                f"H and W, got {self.kernel_size}."
+            )
+        if not isinstance(self.widths, tuple) or not self.widths:
+            raise ValueError(
+                f"CNNConfig: widths must be a non-empty tuple of channel counts, got "
+                f"{self.widths!r}."
+            )
+        for width in self.widths:
+            check_positive_int(width, f"every width (got {self.widths})", "CNNConfig")
+        if not isinstance(self.pool, bool):
+            raise ValueError(f"CNNConfig: pool must be True or False, got {self.pool!r}.")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def min_image_size(self) -> int:
+        """The smallest H and W the network takes: each 2×2 pooling halves them."""
+        return 2 ** len(self.widths) if self.pool else 1
+
+    def build(self, norm: str = "batch", *, rng, norm_kwargs=None, dtype=np.float32) -> CNN:
+        """The :class:`CNN` of this shape with normalization ``norm``."""
+        return CNN(
+            self.in_channels,
+            self.num_classes,
+            self.widths,
+            norm,
+            rng=rng,
+            kernel_size=self.kernel_size,
+            pool=self.pool,
+            norm_kwargs=norm_kwargs,
+            dtype=dtype,
+        )
+
+
+class CNN(Sequential):
+    """Blocks of ``Conv2d -> norm -> ReLU -> MaxPool2d(2)``, a global average pool, a ``Linear``.
+
+    ::
+
+        for width in widths:   x = maxpool(relu(norm(conv3x3(x))))   # (N, H, W, width)
+        logits = linear(global_avg_pool(x))                           # (N, num_classes)
+
+    Every convolution keeps H and W (kernel 3, padding 1); each max pool halves them, so
+    8×8 digits become 4×4 and 2×2 with the default two blocks. The global pool leaves no
+    spatial axes for the head: the ``Linear`` sees (N, C) in normlab and in torch alike, so
+    its weights move between them unchanged (a flatten would order the features
+    channels-first in torch and channels-last here).
+
+    The normalization sits between the convolution and the ReLU (Ioffe & Szegedy, 2015).
+    ``norm`` takes every kind of :func:`normlab.make_norm`, applied at each position of
+    the (N, H, W, C) activations:
+
+    * ``"batch"``: one mean and variance per channel over N·H·W values, torch's
+      ``BatchNorm2d``; ``"batch_renorm"``: the same, corrected towards the running
+      statistics (:class:`normlab.BatchRenorm`; BatchNorm at its default limits);
+    * ``"group"``: per image, over H·W and C/G channels (G from ``norm_kwargs["num_groups"]``
+      or :func:`normlab.layers.default_num_groups`), torch's ``GroupNorm``;
+    * ``"layer"``: per image *and position*, over its C channels, the channels-last
+      LayerNorm of ConvNeXt (``nn.LayerNorm(C)`` on (N, H, W, C) in torch). A LayerNorm
+      over all of (H, W, C) of each image is ``norm="group"`` with
+      ``norm_kwargs={"num_groups": 1}`` (torch's ``GroupNorm(1, C)``, with per-channel γ/β);
+    * ``"instance"``: per image and channel, over H·W, torch's ``InstanceNorm2d`` (without
+      γ/β unless ``norm_kwargs={"affine": True}``, as torch);
+    * ``"rms"``: like ``"layer"`` without subtracting the mean; ``"none"``: no norm.
+
+    A convolution's bias is left out where the norm after it cancels it exactly: where the
+    norm subtracts a mean taken within each channel (batch, instance, and group with one
+    channel per group) the output is the same for any bias. LayerNorm over the channels and
+    GroupNorm with wider groups subtract means across channels, which remove only the
+    average of the biases, so the convolution keeps its bias there (``conv_bias`` decides
+    instead when given).
+
+    The layer indices are the same for every ``norm`` (``"none"`` puts an ``Identity``
+    in the norm's place), so parameter names line up across a sweep: for two blocks,
+    ``0``/``4`` are the convolutions, ``1``/``5`` the norms, ``2``/``6`` the ReLUs,
+    ``3``/``7`` the pools, ``8`` the global pool and ``9`` the head. Without ``pool``
+    the max pools are left out (and the indices shift).
+
+    Parameters
+    ----------
+    in_channels : int, C of the input images.
+    num_classes : int
+    widths : sequence of int, default (16, 32): the channels of each block.
+    norm : str, default ``"batch"``; see above and :func:`normlab.make_norm`.
+    rng : np.random.Generator or int seed (keyword-only), for every initialization:
+        the convolutions torch's default (:class:`Conv2d`), the head Glorot-uniform.
+    kernel_size : odd int, default 3; padding ``kernel_size // 2`` keeps H and W.
+    pool : bool, default True: a 2×2 max pool ends every block.
+    conv_bias : bool, optional: give every convolution a bias (True) or none (False);
+        by default, as described above.
+    norm_kwargs : dict, optional, passed to :func:`normlab.make_norm`
+        (``{"num_groups": 4}``, ``{"momentum": None}``, ...).
+    dtype : floating dtype, default float32.
+
+    Attributes
+    ----------
+    config : :class:`CNNConfig`, the shape given; ``norm``: the kind.
+
+    Shape
+    -----
+    Input (N, H, W, in_channels) with H, W ≥ ``config.min_image_size`` (4 for two
+    pooling blocks); output logits (N, num_classes). No padding mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = CNN(1, 10, widths=(8, 16), norm="group", rng=0)
+    >>> [type(layer).__name__ for layer in model][:4]
+    ['Conv2d', 'GroupNorm', 'ReLU', 'MaxPool2d']
+    >>> model(np.zeros((5, 8, 8, 1), dtype=np.float32)).shape
+    (5, 10)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths=(16, 32),
+        norm: str = "batch",
+        *,
+        rng,
+        kernel_size: int = 3,
+        pool: bool = True,
+        conv_bias: bool | None = None,
+        norm_kwargs: dict | None = None,
+        dtype=np.float32,
+    ) -> None:
+        widths = tuple(widths) if isinstance(widths, (list, tuple)) else widths
+        self.config = CNNConfig(in_channels, num_classes, widths, kernel_size, pool)
+        if norm not in NORM_KINDS:
+            raise ValueError(f"CNN: norm must be one of {tuple(NORM_KINDS)}, got {norm!r}.")
+        if conv_bias is not None and not isinstance(conv_bias, bool):
+            raise ValueError(f"CNN: conv_bias must be None, True or False, got {conv_bias!r}.")
+        rng = as_generator(rng, "CNN")
+        norm_kwargs = {"dtype": dtype, **(norm_kwargs or {})}
+        layers = []
+        channels = in_channels
+        for width in widths:
+            norm_layer = make_norm(norm, width, **norm_kwargs)
+            bias = not _subtracts_channel_mean(norm_layer) if conv_bias is None else conv_bias
+            padding = kernel_size // 2
+            layers.append(
+                Conv2d(channels, width, kernel_size, 1, padding, bias, rng=rng, dtype=dtype)
+            )
+            layers += [norm_layer, ReLU()]
+            if pool:
+                layers.append(MaxPool2d(2))
+            channels = width
+        layers.append(GlobalAvgPool2d())
+        layers.append(Linear(channels, num_classes, rng=rng, init="glorot", dtype=dtype))
+        super().__init__(*layers)
+        self.norm = norm
+
+    def forward(self, x, mask=None) -> np.ndarray:
+        x = as_float_array(x, "CNN")
+        size = self.config.min_image_size
+        if x.ndim == 4 and min(x.shape[1:3]) < size:
+            raise ValueError(
+                f"CNN with {len(self.config.widths)} pooling blocks needs images of at least "
+                f"{size}×{size}, got H, W = {x.shape[1:3]} (input shape {x.shape}); use fewer "
+                "widths or pool=False."
+            )
+        return super().forward(x, mask=mask)
