@@ -52,7 +52,6 @@ __all__ = [
     "RenormCorrection",
     "default_num_groups",
     "make_norm",
-    "norm_centers",
 ]
 
 
@@ -101,6 +100,14 @@ class Norm(Module):
 
     #: subtract the mean (False for RMSNorm)
     center = True
+
+    #: A bias b_c added to feature c just before the layer is cancelled exactly when the
+    #: layer subtracts a mean taken within each feature: BatchNorm (over N and positions),
+    #: InstanceNorm (over positions), GroupNorm with one channel per group. A mean over
+    #: several features (LayerNorm, GroupNorm's wider groups) removes only their average
+    #: bias, and RMSNorm subtracts nothing. (Ioffe & Szegedy 2015, §3.2, drop the bias
+    #: before BatchNorm for this reason.) Checked numerically in the tests.
+    cancels_feature_bias = False
     #: completes each statistic's sums over devices (synchronized BatchNorm), or None
     all_reduce: Callable | None = None
 
@@ -309,6 +316,8 @@ class BatchNorm(Norm):
     >>> bool(np.allclose(means, 0, atol=1e-5))
     True
     """
+
+    cancels_feature_bias = True  # its mean is over each feature's own values
 
     def __init__(
         self,
@@ -948,6 +957,11 @@ class GroupNorm(Norm):
         self.affine = bool(affine)
         self.bias = bool(bias)
 
+    @property
+    def cancels_feature_bias(self) -> bool:
+        """Only with one channel per group is the mean taken within each channel."""
+        return self.num_groups == self.num_channels
+
     def __repr__(self) -> str:
         bias = "" if self.bias else ", bias=False"
         return (
@@ -1039,6 +1053,8 @@ class InstanceNorm(Norm):
     (True, True)
     """
 
+    cancels_feature_bias = True  # its mean is over each channel's own positions
+
     def __init__(
         self,
         num_features: int,
@@ -1129,21 +1145,18 @@ class NormKind(NamedTuple):
 
     build: Callable[..., Module]  # (num_features, **options) -> the layer
     options: frozenset[str]  # the keyword arguments ``build`` takes
-    centers: bool  # subtracts a mean, so a bias right before it is cancelled exactly
 
 
 #: Every kind of normalization, by the name experiments, tests and notebooks use. Adding a
 #: normalization means: its class above, one entry here, one style in ``plotting.METHODS``.
 NORM_KINDS: dict[str, NormKind] = {
-    "none": NormKind(_no_norm, frozenset(), centers=False),
-    "batch": NormKind(BatchNorm, _keywords(BatchNorm, ("num_features",)), centers=True),
-    "batch_renorm": NormKind(BatchRenorm, _keywords(BatchRenorm, ("num_features",)), centers=True),
-    "layer": NormKind(LayerNorm, _keywords(LayerNorm, ("normalized_shape",)), centers=True),
-    "rms": NormKind(RMSNorm, _keywords(RMSNorm, ("normalized_shape",)), centers=False),
-    "group": NormKind(
-        _group_norm, _keywords(GroupNorm, ("num_channels",)) | {"num_groups"}, centers=True
-    ),
-    "instance": NormKind(InstanceNorm, _keywords(InstanceNorm, ("num_features",)), centers=True),
+    "none": NormKind(_no_norm, frozenset()),
+    "batch": NormKind(BatchNorm, _keywords(BatchNorm, ("num_features",))),
+    "batch_renorm": NormKind(BatchRenorm, _keywords(BatchRenorm, ("num_features",))),
+    "layer": NormKind(LayerNorm, _keywords(LayerNorm, ("normalized_shape",))),
+    "rms": NormKind(RMSNorm, _keywords(RMSNorm, ("normalized_shape",))),
+    "group": NormKind(_group_norm, _keywords(GroupNorm, ("num_channels",)) | {"num_groups"}),
+    "instance": NormKind(InstanceNorm, _keywords(InstanceNorm, ("num_features",))),
 }
 
 _ALL_OPTIONS = frozenset().union(*(kind.options for kind in NORM_KINDS.values()))
@@ -1195,8 +1208,3 @@ def make_norm(kind: str, num_features: int, **options) -> Module:
     return entry.build(
         num_features, **{name: value for name, value in options.items() if name in entry.options}
     )
-
-
-def norm_centers(kind: str) -> bool:
-    """True if the kind subtracts a mean (a bias right before it would be cancelled exactly)."""
-    return _check_kind(kind, "norm_centers").centers

@@ -74,6 +74,10 @@ class Module:
         computation depends on it (BatchNorm) behave differently.
     """
 
+    #: True if a per-feature bias added to this module's input is cancelled exactly by it
+    #: (whatever its value), so the layer before it needs none: see Norm.cancels_feature_bias.
+    cancels_feature_bias = False
+
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}

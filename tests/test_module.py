@@ -62,10 +62,29 @@ def test_make_norm_rejects_unknown_kinds_and_keywords_no_kind_takes():
         nl.make_norm("none", 0)
 
 
-def test_norm_centers_follows_the_layers_own_centering():
-    for kind in (*LAYER_KINDS, "instance"):
-        assert nl.layers.norm_centers(kind) == nl.make_norm(kind, 8).center
-    assert not nl.layers.norm_centers("none")
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [(kind, {}) for kind in nl.NORM_KINDS]
+    + [("group", {"num_groups": 6}), ("group", {"num_groups": 1})],
+)
+def test_cancels_feature_bias_says_whether_a_bias_before_the_layer_changes_its_output(
+    kind, options, rng
+):
+    """The MLP and the CNN drop the bias of the layer before exactly these norms."""
+    layer = nl.make_norm(kind, 6, dtype=np.float64, **options)
+    x = rng.normal(size=(8, 5, 6))
+    bias = rng.normal(size=6)
+    changed = np.abs(layer(x + bias) - layer(x)).max()
+    if layer.cancels_feature_bias:
+        assert changed < 1e-12
+    else:
+        assert changed > 1e-3
+
+
+def test_the_mlp_has_a_linear_bias_exactly_where_the_norm_does_not_cancel_it():
+    for kind in ("none", "batch", "layer", "rms", "group", "batch_renorm"):
+        model = nn.MLP(6, 8, 3, norm=kind, rng=0)
+        assert ("0.bias" in model.params) == (not model[1].cancels_feature_bias), kind
 
 
 # ---------------------------------------------------------------------------

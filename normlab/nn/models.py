@@ -9,11 +9,7 @@ import numpy as np
 
 from normlab.layers import (
     NORM_KINDS,
-    BatchNorm,
-    GroupNorm,
-    InstanceNorm,
     make_norm,
-    norm_centers,
 )
 from normlab.module import (
     Container,
@@ -39,11 +35,12 @@ class MLP(Sequential):
     """``depth`` blocks of ``Linear -> norm -> activation``, then a ``Linear`` head.
 
     The normalization sits between the affine map and the nonlinearity, where
-    Ioffe & Szegedy (2015) put BatchNorm: ``z = act(norm(x W))``. Before a
-    centering norm (batch, layer, group) the Linear layer has no bias: the norm
-    subtracts the mean, so a bias would be cancelled exactly and only waste
-    optimizer steps (Ioffe & Szegedy, §3.2). With ``norm="none"`` or ``"rms"``
-    (which does not center) it has one.
+    Ioffe & Szegedy (2015) put BatchNorm: ``z = act(norm(x W))``. Before a norm
+    that cancels a per-feature bias exactly (BatchNorm, Batch Renorm: their mean is
+    over each feature's own values; :attr:`~normlab.layers.Norm.cancels_feature_bias`)
+    the Linear layer has no bias, which would only waste optimizer steps (Ioffe &
+    Szegedy, §3.2). Before LayerNorm, RMSNorm, GroupNorm or no norm it has one: a mean
+    over several features removes only their average bias.
 
     The layer indices are the same for every ``norm`` (``"none"`` puts an
     :class:`Identity` in the norm's place), so parameter names line up across
@@ -103,17 +100,10 @@ class MLP(Sequential):
         layers = []
         width_in = in_features
         for width in widths:
-            layers.append(
-                Linear(
-                    width_in,
-                    width,
-                    rng=rng,
-                    bias=not norm_centers(norm),
-                    init=init,
-                    dtype=dtype,
-                )
-            )
-            layers.append(make_norm(norm, width, **norm_kwargs))
+            norm_layer = make_norm(norm, width, **norm_kwargs)  # draws nothing from rng
+            bias = not norm_layer.cancels_feature_bias
+            layers.append(Linear(width_in, width, rng=rng, bias=bias, init=init, dtype=dtype))
+            layers.append(norm_layer)
             layers.append(activation_class())
             width_in = width
         layers.append(Linear(width_in, out_features, rng=rng, init="glorot", dtype=dtype))
@@ -292,21 +282,6 @@ class SequenceModel(Container):
 # ---------------------------------------------------------------------------
 
 
-def _subtracts_channel_mean(norm) -> bool:
-    """True if ``norm`` subtracts a mean taken within each channel (per batch or per image).
-
-    Then a per-channel bias added just before it is cancelled exactly, whatever its value:
-    BatchNorm (the mean over N, H, W), InstanceNorm (over H, W) and GroupNorm with one
-    channel per group. (In eval mode, and in Batch Renorm's correction d, the bias meets the
-    running mean instead, which takes it in as it tracks the batch means.) LayerNorm over
-    the channels, RMSNorm and GroupNorm with several channels per group do not: a mean
-    over several channels removes only the average of their biases.
-    """
-    if isinstance(norm, (BatchNorm, InstanceNorm)):
-        return True
-    return isinstance(norm, GroupNorm) and norm.num_groups == norm.num_channels
-
-
 @dataclass(frozen=True)
 class CNNConfig:
     """The shape of a :class:`CNN` apart from its normalization (the axis experiments sweep).
@@ -468,7 +443,7 @@ class CNN(Sequential):
         channels = in_channels
         for width in widths:
             norm_layer = make_norm(norm, width, **norm_kwargs)
-            bias = not _subtracts_channel_mean(norm_layer) if conv_bias is None else conv_bias
+            bias = not norm_layer.cancels_feature_bias if conv_bias is None else conv_bias
             padding = kernel_size // 2
             layers.append(
                 Conv2d(channels, width, kernel_size, 1, padding, bias, rng=rng, dtype=dtype)
