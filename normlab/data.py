@@ -33,6 +33,7 @@ __all__ = [
     "digits_hidden_features",
     "iterate_minibatches",
     "load_digits_split",
+    "load_digits_validation_split",
     "make_sequence_task",
 ]
 
@@ -130,6 +131,11 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> DigitsSplit
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=test_fraction, random_state=seed, stratify=labels
     )
+    return _standardized_split(x_train, y_train, x_test, y_test)
+
+
+def _standardized_split(x_train, y_train, x_test, y_test) -> DigitsSplit:
+    """Both parts standardized per pixel with the statistics of the training part only."""
     mean = x_train.mean(axis=0)  # (64,)
     std = x_train.std(axis=0)  # (64,)
     std = np.where(std < _CONSTANT_FEATURE_STD, 1.0, std)
@@ -139,6 +145,45 @@ def load_digits_split(test_fraction: float = 0.25, seed: int = 0) -> DigitsSplit
         x_test=((x_test - mean) / std).astype(np.float32),
         y_test=y_test.astype(np.int64),
     )
+
+
+def load_digits_validation_split(
+    validation_fraction: float = 0.2, test_fraction: float = 0.25, seed: int = 0
+) -> DigitsSplit:
+    """A validation split carved from the training images only: for choosing learning rates.
+
+    The training images of :func:`load_digits_split` (same ``test_fraction`` and
+    ``seed``) are split again, stratified, into a smaller training part and a
+    validation part; the result is a :class:`DigitsSplit` whose *test* arrays are the
+    validation images, standardized with the statistics of the smaller training part.
+    The real test images take no part, so a choice made here cannot be tuned to them.
+
+    >>> split = load_digits_validation_split()
+    >>> len(split.x_train), len(split.x_test)     # 1347 training images, 20 % held out
+    (1077, 270)
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < validation_fraction < 1:
+        raise ValueError(
+            "load_digits_validation_split: validation_fraction must be in (0, 1), "
+            f"got {validation_fraction}."
+        )
+    if not 0 < test_fraction < 1:
+        raise ValueError(
+            f"load_digits_validation_split: test_fraction must be in (0, 1), got {test_fraction}."
+        )
+    seed = _check_int(seed, "seed", "load_digits_validation_split", minimum=0)
+    digits = load_digits()
+    images, labels = digits.data, digits.target
+    x_train, _, y_train, _ = train_test_split(
+        images, labels, test_size=test_fraction, random_state=seed, stratify=labels
+    )  # exactly the training images of load_digits_split
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_train, y_train, test_size=validation_fraction, random_state=seed, stratify=y_train
+    )
+    return _standardized_split(x_fit, y_fit, x_val, y_val)
 
 
 @lru_cache(maxsize=8)

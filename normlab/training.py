@@ -1,13 +1,14 @@
-"""The training loop shared by the experiments that train the digits MLP.
+"""The training loop shared by the experiments that train on the digits: one :func:`fit`.
 
-One function, :func:`train_mlp`, trains an :class:`normlab.nn.MLP` on
-:func:`normlab.data.load_digits_split` with a given normalization, batch size,
-seed, optimizer, learning-rate rule and number of epochs, and evaluates it::
+:func:`train_mlp` and :func:`train_cnn` build an :class:`normlab.nn.MLP` or
+:class:`normlab.nn.CNN` with a given normalization from a seed, and :func:`fit` trains
+it on :func:`digits` with a given batch size, optimizer, learning-rate rule and budget
+(epochs or steps; optionally on simulated devices), then measures it::
 
     >>> from normlab.training import train_mlp
     >>> numbers = train_mlp(norm="batch", batch_size=32, seed=0, epochs=2)
     >>> sorted(numbers)[:3]
-    ['diverged', 'final_train_loss', 'learning_rate']
+    ['diverged', 'evaluation', 'final_train_loss']
 
 Budgets are counted in epochs, so every batch size sees the same number of
 samples (``epochs * (1347 // B) * B``, the last partial batch of each epoch is
@@ -37,7 +38,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from normlab import data, nn
+from normlab import data, nn, parallel
 from normlab.layers import BatchNorm
 
 __all__ = [
@@ -47,8 +48,10 @@ __all__ = [
     "TrainingSetup",
     "batchnorm_layers",
     "digits",
+    "fit",
     "learning_rate",
     "predict",
+    "train_cnn",
     "train_mlp",
     "train_mode_predictions",
 ]
@@ -56,8 +59,12 @@ __all__ = [
 #: The learning-rate rules :func:`learning_rate` knows.
 LR_RULES = ("linear", "sqrt", "constant")
 
-#: The optimizers :func:`train_mlp` knows.
+#: The optimizers :func:`fit` knows.
 OPTIMIZERS = ("sgd", "adam")
+
+#: What :func:`fit` measures on: the test images, or validation images carved from the
+#: training images (for choosing learning rates without touching the test set).
+EVALUATIONS = ("test", "validation")
 
 #: A run with fewer optimizer steps than this gets a warning: the network has hardly left
 #: its initialization, and under the linear rule a large batch takes these few steps at a
@@ -161,10 +168,20 @@ class TrainingSetup:
         return warnings
 
 
-@lru_cache(maxsize=1)
-def digits() -> data.DigitsSplit:
-    """The fixed digits split (1347 train, 450 test), loaded once per process."""
-    return data.load_digits_split()
+@lru_cache(maxsize=2)
+def digits(evaluation: str = "test") -> data.DigitsSplit:
+    """The fixed digits split, loaded once per process.
+
+    ``"test"``: 1347 training and 450 test images. ``"validation"``: the 1347 training
+    images split again into 1077 for training and 270 held out in the *test* arrays
+    (:func:`normlab.data.load_digits_validation_split`), so learning rates and other
+    choices can be made without looking at the test images.
+    """
+    if evaluation == "test":
+        return data.load_digits_split()
+    if evaluation == "validation":
+        return data.load_digits_validation_split()
+    raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
 
 
 def check_training_batch_sizes(batch_sizes, *, trains_batchnorm: bool) -> None:
@@ -245,11 +262,13 @@ def train_mode_predictions(
     return predictions
 
 
-def _make_optimizer(name: str, model: nn.Sequential, lr: float, momentum: float):
+def _make_optimizer(name: str, model, lr: float, momentum: float, weight_decay: float = 0.0):
     if name == "sgd":
-        return nn.SGD(model.params, model.grads, lr=lr, momentum=momentum)
+        return nn.SGD(
+            model.params, model.grads, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
     if name == "adam":
-        return nn.Adam(model.params, model.grads, lr=lr)
+        return nn.Adam(model.params, model.grads, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
@@ -261,45 +280,32 @@ def train_mlp(
     epochs: int,
     hidden: int = 64,
     depth: int = 2,
-    optimizer: str = "sgd",
-    base_lr: float = 0.1,
-    lr_rule: str = "linear",
-    reference_batch_size: int = 32,
-    momentum: float = 0.9,
+    norm_kwargs: dict | None = None,
     bn_momentum: float = 0.1,
     return_model: bool = False,
+    **fitting,
 ):
-    """Train the digits MLP once and measure it.
+    """Train the digits MLP once and measure it: :class:`normlab.nn.MLP` through :func:`fit`.
 
     Parameters
     ----------
-    norm : ``"none"``, ``"batch"``, ``"layer"``, ``"rms"`` or ``"group"``.
+    norm : a kind of :func:`normlab.make_norm` (``"none"``, ``"batch"``, ``"layer"``, ...).
     batch_size : int ≥ 1 (≥ 2 for BatchNorm, which needs a batch variance).
     seed : int, seeds the initialization, the minibatch order and the random
         test batches of the train-mode evaluation.
-    epochs : int, passes over the 1347 training images: the samples budget.
+    epochs : int, passes over the training images: the samples budget (see ``steps``).
     hidden, depth : width and number of the hidden ``Linear → norm → ReLU`` blocks.
-    optimizer : ``"sgd"`` (with ``momentum``) or ``"adam"``.
-    base_lr, lr_rule, reference_batch_size : the learning rate is
-        ``learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)``.
+    norm_kwargs : dict, optional, more options of the norm (e.g. ``ghost_batch_size``).
     bn_momentum : BatchNorm's running-statistics momentum (PyTorch convention).
     return_model : also return the trained model (in eval mode).
+    **fitting : the options of :func:`fit` (optimizer, base_lr, lr_rule, steps,
+        evaluation, devices, ...).
 
     Returns
     -------
-    dict (and the model, as ``(dict, model)``, if ``return_model``) with
-        ``test_accuracy_eval``: test accuracy in eval mode (running statistics);
-        ``test_accuracy_train_mode``: test accuracy in train mode, each random
-        test batch of ``batch_size`` normalized by its own statistics;
-        ``train_accuracy_eval``: training-set accuracy in eval mode;
-        ``final_train_loss``: mean loss over the last epoch's steps;
-        ``steps``, ``samples_seen``, ``learning_rate``;
-        ``diverged``: True if the loss became NaN or inf (training stops
-        there; the accuracies are then those of the broken network).
+    dict (and the model, as ``(dict, model)``, if ``return_model``): see :func:`fit`.
     """
-    if norm == "batch" and batch_size < 2:
-        raise ValueError("BatchNorm cannot train with batch size 1: one sample has no variance")
-    split = digits()
+    split = digits(fitting.get("evaluation", "test"))
     rng = np.random.default_rng(seed)
     model = nn.MLP(
         split.num_features,
@@ -308,42 +314,161 @@ def train_mlp(
         norm=norm,
         rng=rng,
         depth=depth,
-        norm_kwargs={"momentum": bn_momentum},  # BatchNorm's option: other kinds ignore it
+        # momentum is BatchNorm's option: the other kinds ignore it
+        norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
     )
+    numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, **fitting)
+    return (numbers, model) if return_model else numbers
+
+
+def train_cnn(
+    *,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    epochs: int,
+    widths: tuple[int, ...] = (16, 32),
+    norm_kwargs: dict | None = None,
+    bn_momentum: float = 0.1,
+    return_model: bool = False,
+    **fitting,
+):
+    """Train a small digits CNN (:class:`normlab.nn.CNN` on (N, 8, 8, 1) images) and measure it.
+
+    The same as :func:`train_mlp` with ``widths`` (channels of the ``Conv2d(3×3) → norm →
+    ReLU → MaxPool2d(2)`` blocks) in place of ``hidden`` and ``depth``. ``norm="layer"``
+    is LayerNorm over the channels at each position; GroupNorm's groups come from
+    :func:`normlab.layers.default_num_groups` unless ``norm_kwargs`` has ``num_groups``.
+    """
+    split = digits(fitting.get("evaluation", "test"))
+    rng = np.random.default_rng(seed)
+    model = nn.CNN(
+        1,
+        split.num_classes,
+        widths=tuple(widths),
+        norm=norm,
+        rng=rng,
+        norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
+    )
+    numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, images=True, **fitting)
+    return (numbers, model) if return_model else numbers
+
+
+def fit(
+    model,
+    split: data.DigitsSplit,
+    rng: np.random.Generator,
+    *,
+    batch_size: int,
+    epochs: int,
+    steps: int | None = None,
+    optimizer: str = "sgd",
+    base_lr: float = 0.1,
+    lr_rule: str = "linear",
+    reference_batch_size: int = 32,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    devices: int = 1,
+    sync_batchnorm: bool = False,
+    evaluation: str = "test",
+    images: bool = False,
+) -> dict:
+    """Train ``model`` on ``split`` with SGD or Adam, then measure it: the one training loop.
+
+    Parameters
+    ----------
+    model : a classifier (MLP or CNN) built from ``rng``, in training mode.
+    split : the data; its *test* arrays are what is measured (the validation images when
+        ``evaluation="validation"``, see :func:`digits`).
+    rng : the same Generator the model was built from: the minibatch order and the random
+        test batches of the train-mode evaluation are drawn from it next.
+    batch_size : the SGD batch size B.
+    epochs : passes over the training images (the last partial batch of each dropped).
+    steps : int, optional: a budget in optimizer steps instead; epochs then repeat until
+        ``steps`` are taken (an epoch cut short at the end). "Equal steps" compares batch
+        sizes at the same number of updates, "equal epochs" at the same samples seen.
+    optimizer, base_lr, lr_rule, reference_batch_size, momentum, weight_decay : the
+        update; the learning rate is ``learning_rate(lr_rule, base_lr, B, reference)``.
+    devices, sync_batchnorm : with ``devices = k > 1`` every step is
+        :func:`normlab.parallel.data_parallel_step` on k simulated devices of B/k
+        samples each, BatchNorm per device (the statistics batch is B/k) or
+        synchronized (over all B).
+    evaluation : ``"test"`` or ``"validation"``; only recorded here (it chose ``split``).
+    images : feed (N, 8, 8, 1) images (a CNN) instead of (N, 64) vectors.
+
+    Returns
+    -------
+    dict with
+        ``test_accuracy_eval``: accuracy on the split's test (or validation) images in
+        eval mode (running statistics); ``test_correct``: 1/0 per test image, for paired
+        comparisons (:mod:`normlab.stats`); ``test_accuracy_train_mode``: accuracy in
+        train mode, each random test batch of B normalized by its own statistics;
+        ``train_accuracy_eval``; ``final_train_loss``: mean loss over the last epoch's
+        steps; ``steps``, ``samples_seen``, ``learning_rate``; ``diverged``: True if the
+        loss became NaN or inf (training stops there; the accuracies are then those of
+        the broken network).
+    """
+    if evaluation not in EVALUATIONS:
+        raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
+    trains_batchnorm = any(isinstance(layer, BatchNorm) for layer in model.modules())
+    if trains_batchnorm and batch_size // devices < 2 and not sync_batchnorm:
+        raise ValueError(
+            "BatchNorm cannot train with one sample per batch (one sample has no variance): "
+            f"batch size {batch_size} on {devices} device(s)"
+        )
+    if batch_size % devices:
+        raise ValueError(f"batch size {batch_size} must be a multiple of devices={devices}")
+    x_train = split.x_train_images if images else split.x_train
+    x_test = split.x_test_images if images else split.x_test
     lr = learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)
-    opt = _make_optimizer(optimizer, model, lr, momentum)
+    opt = _make_optimizer(optimizer, model, lr, momentum, weight_decay)
 
     model.train()
-    steps, diverged = 0, False
+    taken, diverged = 0, False
     epoch_losses: list[float] = []
-    for _ in range(epochs):
+    budget_epochs = epochs if steps is None else math.inf
+    epoch = 0
+    while epoch < budget_epochs and not diverged and (steps is None or taken < steps):
+        epoch += 1
         epoch_losses = []
-        for batch in data.iterate_minibatches(len(split.x_train), batch_size, rng):
-            loss, dlogits = nn.softmax_cross_entropy(
-                model(split.x_train[batch]), split.y_train[batch]
-            )
+        for batch in data.iterate_minibatches(len(x_train), batch_size, rng):
+            if devices == 1:
+                loss, dlogits = nn.softmax_cross_entropy(
+                    model(x_train[batch]), split.y_train[batch]
+                )
+                if math.isfinite(loss):
+                    model.backward(dlogits)
+            else:
+                loss = parallel.data_parallel_step(
+                    model,
+                    x_train[batch],
+                    split.y_train[batch],
+                    devices=devices,
+                    sync_batchnorm=sync_batchnorm,
+                ).loss
             if not math.isfinite(loss):
                 diverged = True
                 break
-            model.backward(dlogits)
             opt.step()
             epoch_losses.append(loss)
-            steps += 1
-        if diverged:
-            break
+            taken += 1
+            if steps is not None and taken >= steps:
+                break
 
     with np.errstate(invalid="ignore", over="ignore"):
-        test_eval = predict(model, split.x_test)
-        train_eval = predict(model, split.x_train)
-        test_train_mode = train_mode_predictions(model, split.x_test, batch_size, rng)
-    numbers = {
-        "test_accuracy_eval": float(np.mean(test_eval == split.y_test)),
+        test_eval = predict(model, x_test)
+        train_eval = predict(model, x_train)
+        test_train_mode = train_mode_predictions(model, x_test, batch_size, rng)
+    correct = test_eval == split.y_test
+    return {
+        "test_accuracy_eval": float(np.mean(correct)),
+        "test_correct": correct.astype(int).tolist(),
         "test_accuracy_train_mode": float(np.mean(test_train_mode == split.y_test)),
         "train_accuracy_eval": float(np.mean(train_eval == split.y_train)),
-        "final_train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
-        "steps": steps,
-        "samples_seen": steps * batch_size,
+        "final_train_loss": float(np.mean(epoch_losses)) if epoch_losses else None,
+        "steps": taken,
+        "samples_seen": taken * batch_size,
         "learning_rate": lr,
         "diverged": diverged,
+        "evaluation": evaluation,
     }
-    return (numbers, model) if return_model else numbers

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from normlab import nn
+from normlab import data, nn
 from normlab.data import (
     digits_hidden_features,
     iterate_minibatches,
@@ -201,3 +201,16 @@ def test_digits_hidden_features_are_a_fixed_random_linear_of_the_digits():
     assert activations.min() == 0.0
     assert activations.shape[1] <= 16
     assert np.all(activations.std(axis=0) > 0)  # dead units dropped
+
+
+def test_the_validation_split_is_carved_from_the_training_images_only():
+    test_split = load_digits_split()
+    validation = data.load_digits_validation_split()
+    assert len(validation.x_train) + len(validation.x_test) == len(test_split.x_train)
+    assert np.bincount(validation.y_test, minlength=10).min() >= 25  # stratified: every digit
+    labels_seen = np.sort(np.concatenate([validation.y_train, validation.y_test]))
+    np.testing.assert_array_equal(labels_seen, np.sort(test_split.y_train))
+    again = data.load_digits_validation_split()
+    np.testing.assert_array_equal(again.x_test, validation.x_test)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        data.load_digits_validation_split(validation_fraction=1.0)

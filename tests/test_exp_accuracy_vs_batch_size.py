@@ -62,3 +62,24 @@ def test_training_loop_is_deterministic_and_batch_free_norms_ignore_the_mode():
     second = training.train_mlp(norm="layer", batch_size=64, seed=3, epochs=1)
     assert first == second
     assert first["test_accuracy_train_mode"] == first["test_accuracy_eval"]
+
+
+def test_one_loop_trains_the_mlp_and_the_cnn_by_epochs_or_steps_on_one_or_more_devices():
+    cnn = training.train_cnn(norm="batch", batch_size=32, seed=0, epochs=1, widths=(8, 16))
+    assert cnn["steps"] == 1347 // 32 and cnn["test_accuracy_eval"] > 0.5
+    assert len(cnn["test_correct"]) == 450 and np.mean(cnn["test_correct"]) == pytest.approx(
+        cnn["test_accuracy_eval"]
+    )
+    by_steps = training.train_mlp(norm="layer", batch_size=64, seed=0, epochs=1, steps=50)
+    assert by_steps["steps"] == 50  # more than one epoch of 21 steps
+    on_validation = training.train_mlp(
+        norm="layer", batch_size=64, seed=0, epochs=1, evaluation="validation"
+    )
+    assert len(on_validation["test_correct"]) == 270 and on_validation["evaluation"] == "validation"
+    one = training.train_mlp(norm="batch", batch_size=16, seed=0, epochs=1)
+    synchronized = training.train_mlp(
+        norm="batch", batch_size=16, seed=0, epochs=1, devices=4, sync_batchnorm=True
+    )
+    assert abs(one["test_accuracy_eval"] - synchronized["test_accuracy_eval"]) < 0.01
+    with pytest.raises(ValueError, match="one sample per batch"):
+        training.train_mlp(norm="batch", batch_size=4, seed=0, epochs=1, devices=4)
