@@ -34,7 +34,8 @@ handouts-quick: $(STAMP)
 	$(BIN)/python -m normlab.handouts --quick --out handouts-quick
 
 test: $(TEST_STAMP)  ## the whole test suite (parity tests run when torch is installed)
-	MPLBACKEND=Agg $(BIN)/python -m pytest
+	# two processes, one test file each at a time (the machine has two cores)
+	MPLBACKEND=Agg $(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

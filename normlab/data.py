@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from normlab import nn
 from normlab.module import as_generator
@@ -202,7 +203,11 @@ def digits_hidden_features(width: int, seed: int, *, relu: bool = False) -> np.n
     """
     split = load_digits_split()
     linear = nn.Linear(split.num_features, width, rng=seed, dtype=np.float64)
-    features = linear(split.x_train.astype(np.float64))  # (n, width)
+    # One BLAS thread, as every sweep run computes: OpenBLAS splits the rows of a product
+    # between its threads, and the rows at a split come out a rounding apart, so a cached
+    # array must not depend on how many threads the first caller had.
+    with threadpool_limits(limits=1, user_api="blas"):
+        features = linear(split.x_train.astype(np.float64))  # (n, width)
     if relu:
         features = nn.ReLU()(features)
         features = features[:, features.std(axis=0) > _CONSTANT_FEATURE_STD]

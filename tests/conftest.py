@@ -16,7 +16,9 @@ parameters and running statistics) so that float64 tests are float64 end to end.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 
 import numpy as np
 import pytest
@@ -155,7 +157,11 @@ class QuickRuns:
     def results(self, name: str) -> dict:
         if name not in self._results:
             experiment = experiments.get(name)
-            self._results[name] = experiment.run(experiment.config(quick=True), self.options())
+            # One lock per experiment: under pytest-xdist the test processes share the
+            # folder, and the second to ask waits, then reads the first one's runs.
+            with open(self.cache_dir / f"{name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._results[name] = experiment.run(experiment.config(quick=True), self.options())
         return self._results[name]
 
     def records(self, name: str) -> list[dict]:
@@ -168,4 +174,9 @@ class QuickRuns:
 
 @pytest.fixture(scope="session")
 def quick_runs(tmp_path_factory) -> QuickRuns:
-    return QuickRuns(tmp_path_factory.mktemp("quick-runs"))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker has its own basetemp below one
+        root = root.parent
+    folder = root / "quick-runs"
+    folder.mkdir(exist_ok=True)
+    return QuickRuns(folder)
