@@ -11,6 +11,8 @@ real positions are compared where torch leaves padded outputs undefined.
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from normlab.nn.models import sinusoidal_positions
 
 GRADCHECK_TOLERANCE = 1e-7
 DTYPES = (np.float32, np.float64)
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def small_layer(norm="layer", norm_first=True, causal=False, dtype=np.float64, **options):
@@ -476,3 +479,21 @@ def test_lm_matches_the_same_model_assembled_from_torch_modules(dtype, norm_firs
     assert set(gradients) == {name for name, _ in theirs.named_parameters()}
     for name, parameter in theirs.named_parameters():
         assert_close_to_torch(gradients[name], parameter.grad, f"d{name}")
+
+
+# ---------------------------------------------------------------------------
+# The README's torch example (a ```python torch block: test_readme.py runs the others)
+# ---------------------------------------------------------------------------
+
+
+def test_readme_torch_example_runs_and_prints_what_its_comments_say(torch, capsys):
+    blocks = re.findall(r"```python torch\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks, "the README has no ```python torch example"
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), {"__name__": "__readme__"})
+        expected = [
+            line.split("#", 1)[1].strip().split(":")[0]
+            for line in block.splitlines()
+            if line.startswith("print(") and "#" in line
+        ]
+        assert capsys.readouterr().out.splitlines() == expected
