@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from normlab.functional import reduce_sum, reduce_sum_product
 from normlab.module import (
     Module,
     as_float_array,
@@ -196,12 +197,14 @@ class MultiheadAttention(Module):
         scores = query @ key.transpose(0, 1, 3, 2)  # (N, H, T, T): S = q kᵀ / √d
         visible = visible_keys(mask, length, self.causal)  # (N, T, T), (T, T) or None
         if visible is not None:
-            hidden = np.where(visible, scores.dtype.type(0), scores.dtype.type(-np.inf))
+            # 0 where visible, -inf where hidden: a lookup, which (unlike np.where) does not
+            # branch on the irregular pattern of padding
+            hidden = np.array([-np.inf, 0.0], dtype=scores.dtype)[visible.view(np.uint8)]
             scores += hidden[:, None] if hidden.ndim == 3 else hidden  # over the heads
         # softmax along the keys, stably: exp(S - max S) <= 1; hidden keys give exactly 0
         scores -= scores.max(axis=-1, keepdims=True)
         weights = np.exp(scores, out=scores)  # (N, H, T, T), in place
-        weights /= weights.sum(axis=-1, keepdims=True)
+        weights *= 1 / reduce_sum(weights, (3,))  # (N, H, T, 1) sums, each >= 1
         heads_out = weights @ value  # (N, H, T, d)
         context = heads_out.transpose(0, 2, 1, 3).reshape(-1, width)  # (M, D): heads side by side
         y = context @ self.params["out_proj.weight"]  # (M, D)
@@ -246,7 +249,7 @@ class MultiheadAttention(Module):
         dvalue = weights.transpose(0, 1, 3, 2) @ dheads  # (N, H, T, d): Pᵀ dhead
         dweights = dheads @ value.transpose(0, 1, 3, 2)  # (N, H, T, T): dhead vᵀ
         # softmax backward: dS = P * (dP - Σ_s dP·P), row by row
-        row_sums = np.vecdot(dweights, weights)[..., None]  # (N, H, T, 1)
+        row_sums = reduce_sum_product(dweights, weights, (3,))  # (N, H, T, 1)
         dscores = dweights
         dscores -= row_sums
         dscores *= weights

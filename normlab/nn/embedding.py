@@ -48,8 +48,8 @@ class Embedding(Module):
         \\frac{\\partial L}{\\partial W_k}
             = \\sum_{t:\\, i_t = k} \\frac{\\partial L}{\\partial y_t}
 
-    The backward adds up the gradients of every position that looked up row ``k``
-    (``np.add.at``), so a character seen 40 times in a batch gets the sum of 40 gradients.
+    The backward adds up the gradients of every position that looked up row ``k``, so a
+    character seen 40 times in a batch gets the sum of 40 gradients.
     The same module holds learned positions: ``Embedding(context_length, d_model)``
     indexed by ``np.arange(T)``.
 
@@ -118,7 +118,21 @@ class Embedding(Module):
         if mask is not None:
             real = mask.reshape(-1)
             dy_rows, id_rows = dy_rows[real], id_rows[real]  # padding sends nothing back
-        dweight = np.zeros_like(self.params["weight"])
-        np.add.at(dweight, id_rows, dy_rows)  # rows looked up several times add up
-        self.set_grad("weight", dweight)
+        self.set_grad("weight", _sum_rows_by_id(dy_rows, id_rows, self.params["weight"]))
         return None
+
+
+def _sum_rows_by_id(rows: np.ndarray, ids: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``out[k] = Σ rows[m] over m with ids[m] = k``, zeros elsewhere; out like ``weight``.
+
+    The same as ``np.add.at(out, ids, rows)``, several times faster: the rows are sorted by
+    id (a stable sort, so the additions always come in the same order) and each run of one
+    id is summed by ``np.add.reduceat``.
+    """
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]  # (M,)
+    run_starts = np.flatnonzero(np.concatenate(([True], sorted_ids[1:] != sorted_ids[:-1])))
+    out = np.zeros_like(weight)
+    if ids.size:
+        out[sorted_ids[run_starts]] = np.add.reduceat(rows[order], run_starts, axis=0)
+    return out
