@@ -456,8 +456,8 @@ def train_language_model(
     mode) is measured at step 0, every ``setup.eval_every`` steps and at the last step.
 
     The initialization and the batches come from two streams of ``seed``, so models that
-    differ only in their norm see the same batches in the same order. A non-finite
-    training loss stops the run (``diverged``). Same arguments, same numbers.
+    differ only in their norm see the same batches in the same order. Same arguments,
+    same numbers.
 
     Parameters
     ----------
@@ -474,7 +474,9 @@ def train_language_model(
         ``eval_steps``, ``validation_loss``: the curve, in nats per character;
         ``train_loss``: the mean training loss over the steps since the previous point
         (None at step 0); ``learning_rate`` at each point;
-        ``final_validation_loss``; ``unigram_baseline`` (nats per character, see
+        ``final_validation_loss`` (None if the run diverged: a non-finite training or
+        validation loss stops it, and the curve keeps the finite points before);
+        ``unigram_baseline`` (nats per character, see
         :meth:`data.CharCorpus.unigram_baseline`); ``diverged``; ``steps`` done;
         ``corpus``: :func:`data.corpus_fingerprint` (the text differs between Pythons).
     """
@@ -504,7 +506,7 @@ def train_language_model(
     curve["learning_rate"] = [schedule.lr_at(1)]
     recent_losses: list[float] = []
     model.train()
-    diverged, step = False, 0
+    diverged, steps_done = False, 0
     for step in range(1, setup.steps + 1):
         inputs, targets = data.sample_windows(
             corpus.train, setup.batch_size, setup.context_length, batch_rng
@@ -518,20 +520,24 @@ def train_language_model(
             on_step(step, model, loss)
         optimizer.lr = schedule.lr_at(step)
         optimizer.step()
+        steps_done = step
         recent_losses.append(loss)
         if step % setup.eval_every == 0 or step == setup.steps:
+            loss_now = validation_loss()
+            if not math.isfinite(loss_now):  # strict JSON: no inf or NaN in the results
+                diverged = True
+                break
             curve["eval_steps"].append(step)
-            curve["validation_loss"].append(validation_loss())
+            curve["validation_loss"].append(loss_now)
             curve["train_loss"].append(float(np.mean(recent_losses)))
             curve["learning_rate"].append(optimizer.lr)
             recent_losses = []
-    final = curve["validation_loss"][-1]
     results = {
         **curve,
-        "final_validation_loss": final if not diverged else float("nan"),
+        "final_validation_loss": None if diverged else curve["validation_loss"][-1],
         "unigram_baseline": corpus.unigram_baseline(),
         "diverged": diverged,
-        "steps": step if not diverged else step - 1,
+        "steps": steps_done,
         "corpus": dict(corpus.fingerprint),
     }
     return (results, model) if return_model else results

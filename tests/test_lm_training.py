@@ -7,6 +7,7 @@ hundred steps on the corpus must beat the unigram baseline on validation text by
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -170,3 +171,17 @@ def test_a_tiny_transformer_beats_the_unigram_baseline_on_validation_text():
     losses = results["validation_loss"]
     assert all(later < earlier for earlier, later in itertools.pairwise(losses))
     assert results["final_validation_loss"] < results["unigram_baseline"] - 0.4
+
+
+def test_a_diverged_run_stops_and_its_results_are_strict_json():
+    def poison(step, model, loss):
+        if step == 2:
+            model.params["head.bias"][...] = np.nan  # the next forward's loss is NaN
+
+    setup = training.LMTrainingSetup(
+        steps=5, batch_size=2, context_length=8, eval_every=4, eval_windows=2
+    )
+    results = training.train_language_model(tiny_config(), setup, seed=0, on_step=poison)
+    assert results["diverged"] and results["steps"] == 2
+    assert results["final_validation_loss"] is None and results["eval_steps"] == [0]
+    json.dumps(results, allow_nan=False)

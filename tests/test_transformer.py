@@ -264,6 +264,28 @@ def test_layer_matches_torch(dtype, norm_first, causal, padded, activation, torc
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_layer_matches_torchs_inference_fast_path(dtype, norm_first, torch, rng):
+    """In eval mode without gradients torch runs a fused kernel of its own: same output."""
+    theirs = torch.nn.TransformerEncoderLayer(
+        8,
+        2,
+        12,
+        dropout=0.0,
+        batch_first=True,
+        norm_first=norm_first,
+        dtype=torch_dtype(torch, dtype),
+    ).eval()
+    ours = TransformerEncoderLayer(8, 2, 12, norm_first=norm_first, rng=0, dtype=dtype).eval()
+    randomize_params(ours, rng)
+    theirs.load_state_dict({name: torch.tensor(v) for name, v in ours.state_dict().items()})
+    x = rng.normal(size=(4, 5, 8)).astype(dtype)
+    with torch.inference_mode():
+        y_torch = theirs(torch.tensor(x))
+    assert_close_to_torch(ours(x), y_torch, "output")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm", ["rms", "batch"])
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_layer_with_rms_or_masked_batch_norm_matches_torch(dtype, norm, norm_first, torch, rng):
@@ -401,6 +423,8 @@ def test_lm_rejects_bad_ids():
         model(np.full((2, 3), 5))
     with pytest.raises(ValueError, match=r"ids \(N, T\), got shape \(3,\)"):
         model(np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"shape of the token ids \(2, 3\), got \(2, 4\)"):
+        model(np.zeros((2, 3), dtype=np.int64), mask=np.ones((2, 4), dtype=bool))
 
 
 def test_generate_is_deterministic_and_restores_the_mode():

@@ -536,6 +536,7 @@ class TransformerLM(Container):
 
     @property
     def config(self) -> TransformerLMConfig:
+        """The architecture; of ``norm_kwargs`` it records BatchNorm's momentum only."""
         return self._config
 
     def __repr__(self) -> str:

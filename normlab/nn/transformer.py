@@ -35,7 +35,8 @@ class TransformerEncoderLayer(Container):
     with ``SA`` the :class:`~normlab.nn.MultiheadAttention` and
     ``FF(u) = act(u W_1 + b_1) W_2 + b_2``. In Pre-LN the identity path carries the
     gradient from the output straight to the input; in Post-LN it passes through both
-    norms, which is why Post-LN needs a learning-rate warm-up (Xiong et al., 2020).
+    norms. Xiong et al. (2020) trace Post-LN's need for a learning-rate warm-up to this:
+    at initialization its gradients near the output are large, Pre-LN's are not.
 
     With ``norm="layer"`` this is the computation of torch's
     ``TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0,
