@@ -26,6 +26,7 @@ import argparse
 import cProfile
 import pstats
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,6 +290,82 @@ def profile_language_model_step(steps: int = 20, top: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------
+# The demonstration: the 2-layer Pre-LN model trained on the corpus for about a minute
+# ---------------------------------------------------------------------------
+
+#: Steps of the demonstration: about a minute on 2 quiet cores (the report gives the time).
+DEMO_STEPS = 2000
+#: Adam's learning rate of the demonstration, the best of DEMO_LEARNING_RATES on the
+#: validation split (``--demo-lr-sweep`` reruns that choice).
+DEMO_LR = 1e-2
+DEMO_LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
+
+
+def demo_setup(lr: float):
+    from normlab import training
+
+    return training.LMTrainingSetup(
+        steps=DEMO_STEPS,
+        batch_size=BATCH,
+        context_length=CONTEXT,
+        lr=lr,
+        warmup_steps=100,
+        decay="cosine",
+        eval_every=DEMO_STEPS // 8,
+    )
+
+
+def demo_config():
+    return nn.TransformerLMConfig(
+        vocab_size=data.load_char_corpus().vocab_size,
+        context_length=CONTEXT,
+        d_model=D_MODEL,
+        num_heads=HEADS,
+        num_layers=LAYERS,
+        dim_feedforward=FEEDFORWARD,
+        norm="layer",
+        norm_first=True,
+    )
+
+
+def train_demo(lr: float) -> tuple[dict, float]:
+    """One run of the demonstration: its results and its wall time in seconds."""
+    from normlab import training
+
+    start = time.perf_counter()
+    results = training.train_language_model(demo_config(), demo_setup(lr), seed=SEED)
+    return results, time.perf_counter() - start
+
+
+def demo_report(lr: float = DEMO_LR) -> str:
+    results, seconds = train_demo(lr)
+    lines = [
+        f"Training the {LAYERS}-layer Pre-LN language model (d_model {D_MODEL}, {HEADS} heads, "
+        f"context {CONTEXT}, batch {BATCH}; Adam, lr {lr:g} after 100 warm-up steps, cosine "
+        f"decay) on the corpus: {results['steps']} steps in {seconds:.1f} s wall time, "
+        f"validation on all {len(data.load_char_corpus().validation):,} validation characters. "
+        f"Unigram baseline: {results['unigram_baseline']:.3f} nats per character.",
+        "",
+        "| step | validation loss (nats/char) | training loss since the previous row |",
+        "|---|---|---|",
+    ]
+    for step, validation, train in zip(
+        results["eval_steps"], results["validation_loss"], results["train_loss"], strict=True
+    ):
+        train_cell = "" if train is None else f"{train:.3f}"
+        lines.append(f"| {step} | {validation:.3f} | {train_cell} |")
+    return "\n".join(lines) + "\n"
+
+
+def demo_lr_sweep() -> str:
+    lines = ["| lr | final validation loss | seconds |", "|---|---|---|"]
+    for lr in DEMO_LEARNING_RATES:
+        results, seconds = train_demo(lr)
+        lines.append(f"| {lr:g} | {results['final_validation_loss']:.3f} | {seconds:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -> str:
     have_torch = torch is not None
     lines = ["## normlab transformer speed", "", *machine_info()]
@@ -326,6 +403,11 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="alternating rounds per case")
     parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
     parser.add_argument("--profile", action="store_true", help="where normlab's LM step spends")
+    parser.add_argument("--demo", action="store_true", help="train the LM for about a minute")
+    parser.add_argument(
+        "--demo-lr-sweep", action="store_true", help="the demo at each of DEMO_LEARNING_RATES"
+    )
+    parser.add_argument("--no-timing", action="store_true", help="skip the timed cases")
     parser.add_argument("--markdown-out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else args.repeats
@@ -334,14 +416,18 @@ def main(argv=None) -> None:
 
     limiter = limit_threads()
     other_load = OtherLoad()
-    cases = benchmark_cases()
+    cases = [] if args.no_timing else benchmark_cases()
     for case in cases:
         print(f"timing {case.name}: {case.describe} ...", file=sys.stderr, flush=True)
         run_case(case, repeats)
     cores_used_by_others = other_load.cores_used_by_others()
-    report = markdown_report(cases, repeats, cores_used_by_others)
+    report = markdown_report(cases, repeats, cores_used_by_others) if cases else ""
     if args.profile:
         report += "\n" + profile_language_model_step()
+    if args.demo:
+        report += "\n" + demo_report()
+    if args.demo_lr_sweep:
+        report += "\n" + demo_lr_sweep()
     if limiter is not None:
         limiter.restore_original_limits()
     if cores_used_by_others is not None and cores_used_by_others > OTHER_LOAD_WARNING:
