@@ -353,6 +353,13 @@ class LMTrainingSetup:
     eval_every : validation loss every this many steps (and at step 0 and the last step).
     eval_windows : how many validation windows of ``context_length`` to evaluate on
         (None: the whole validation split), the same windows every time.
+    min_length : None (default) or an int: with None every training window has
+        ``context_length`` characters; with an int the windows have lengths drawn
+        uniformly from ``[min_length, context_length]``, right-padded within each batch,
+        with a padding mask (:func:`data.length_batches`).
+    bucketed : with ``min_length``, group the windows of ``pool_batches`` batches at a time
+        by length (little padding) instead of at random (:func:`data.length_batches`).
+    pool_batches : int, the batches drawn and grouped together with ``min_length``.
     """
 
     steps: int = 1000
@@ -369,9 +376,12 @@ class LMTrainingSetup:
     weight_decay: float = 0.0
     eval_every: int = 100
     eval_windows: int | None = None
+    min_length: int | None = None
+    bucketed: bool = False
+    pool_batches: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "context_length", "eval_every"):
+        for name in ("steps", "batch_size", "context_length", "eval_every", "pool_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"training.{name} must be an integer ≥ 1, got {value!r}")
@@ -391,6 +401,13 @@ class LMTrainingSetup:
             )
         if self.weight_decay < 0:
             raise ValueError(f"training.weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        if self.min_length is not None and (
+            not isinstance(self.min_length, int) or not 1 <= self.min_length <= self.context_length
+        ):
+            raise ValueError(
+                f"training.min_length must be None or an integer in [1, context_length="
+                f"{self.context_length}], got {self.min_length!r}"
+            )
         self.schedule()  # checks lr, warmup_steps, decay and min_lr
 
     def to_dict(self) -> dict:
@@ -402,6 +419,30 @@ class LMTrainingSetup:
         return nn.WarmupSchedule(
             self.lr, self.warmup_steps, total_steps=total, decay=self.decay, min_lr=self.min_lr
         )
+
+    def training_batches(self, ids: np.ndarray, rng: np.random.Generator):
+        """Endless ``(inputs, targets, mask)`` batches of the training split ``ids``.
+
+        ``mask`` is None for fixed-length windows (``min_length=None``).
+        """
+        while True:
+            if self.min_length is None:
+                inputs, targets = data.sample_windows(
+                    ids, self.batch_size, self.context_length, rng
+                )
+                yield inputs, targets, None
+                continue
+            pool = data.length_batches(
+                ids,
+                self.pool_batches,
+                self.batch_size,
+                self.min_length,
+                self.context_length,
+                rng,
+                bucketed=self.bucketed,
+            )
+            for batch in pool:
+                yield batch.ids, batch.targets, batch.mask
 
     def make_optimizer(self, model: nn.Module):
         optimizer_class = nn.AdamW if self.optimizer == "adamw" else nn.Adam
@@ -449,7 +490,8 @@ def train_language_model(
 ):
     """Train a :class:`~normlab.nn.TransformerLM` on the character corpus; the loss curve.
 
-    Each of ``setup.steps`` updates: a batch of random training windows, forward, masked
+    Each of ``setup.steps`` updates: a batch of random training windows (of fixed length,
+    or of variable length with a padding mask: ``setup.min_length``), forward, masked
     cross-entropy, backward, ``on_step(step, model, loss)`` if given (the gradients are
     in ``model.grads``, before the update: the place to measure them), the learning rate
     of the warm-up schedule, one Adam step. The validation loss (nats per character, eval
@@ -507,11 +549,10 @@ def train_language_model(
     recent_losses: list[float] = []
     model.train()
     diverged, steps_done = False, 0
+    batches = setup.training_batches(corpus.train, batch_rng)
     for step in range(1, setup.steps + 1):
-        inputs, targets = data.sample_windows(
-            corpus.train, setup.batch_size, setup.context_length, batch_rng
-        )
-        loss, dlogits = model.loss(inputs, targets)
+        inputs, targets, mask = next(batches)
+        loss, dlogits = model.loss(inputs, targets, mask)
         if not math.isfinite(loss):
             diverged = True
             break

@@ -185,3 +185,19 @@ def test_a_diverged_run_stops_and_its_results_are_strict_json():
     assert results["diverged"] and results["steps"] == 2
     assert results["final_validation_loss"] is None and results["eval_steps"] == [0]
     json.dumps(results, allow_nan=False)
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_variable_length_training_batches_carry_padding_masks(bucketed):
+    setup = training.LMTrainingSetup(
+        steps=4, batch_size=4, context_length=16, min_length=3, bucketed=bucketed, eval_windows=2
+    )
+    batches = setup.training_batches(data.load_char_corpus().train, np.random.default_rng(0))
+    for _ in range(20):  # more than one pool of batches
+        inputs, targets, mask = next(batches)
+        assert inputs.shape == targets.shape == mask.shape and mask.shape[1] <= 16
+        assert (mask.sum(axis=1) >= 3).all() and mask[:, 0].all()
+    results = training.train_language_model(tiny_config(), setup, seed=0)
+    assert not results["diverged"] and results["steps"] == 4
+    with pytest.raises(ValueError, match=r"min_length must be None or an integer in \[1, "):
+        training.LMTrainingSetup(context_length=16, min_length=17)

@@ -11,6 +11,7 @@ real positions are compared where torch leaves padded outputs undefined.
 from __future__ import annotations
 
 import copy
+import doctest
 import re
 from pathlib import Path
 
@@ -20,9 +21,21 @@ from test_attention import mask_with_holes, randomize_params
 from test_parity_torch import RELATIVE_TOLERANCE, assert_close_to_torch, torch_dtype
 
 import normlab as nl
-from normlab import NORM_KINDS
+from normlab import NORM_KINDS, data
 from normlab.gradcheck import numerical_gradient, relative_error
-from normlab.nn import GELU, Linear, TransformerEncoderLayer, TransformerLM, TransformerLMConfig
+from normlab.nn import (
+    GELU,
+    Linear,
+    TransformerEncoderLayer,
+    TransformerLM,
+    TransformerLMConfig,
+    activations,
+    attention,
+    embedding,
+    models,
+    optim,
+    transformer,
+)
 from normlab.nn.activations import normal_cdf
 from normlab.nn.models import sinusoidal_positions
 
@@ -521,3 +534,12 @@ def test_readme_torch_example_runs_and_prints_what_its_comments_say(torch, capsy
             if line.startswith("print(") and "#" in line
         ]
         assert capsys.readouterr().out.splitlines() == expected
+
+
+@pytest.mark.parametrize(
+    "module",
+    [activations, attention, embedding, transformer, models, optim, data],
+    ids=lambda module: module.__name__,
+)
+def test_docstring_examples_run_as_written(module):
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
