@@ -147,8 +147,11 @@ class TransformerEncoderLayer(Container):
         )
 
     def _feedforward(self, u, mask) -> np.ndarray:
-        hidden = self.activation(self.linear1(u, mask=mask))  # (N, T, F), 0 at padding
-        return self.linear2(hidden, mask=mask)  # (N, T, D)
+        # u is a norm's output, exactly 0 at padding, so the hidden units there are act(b1):
+        # finite, and cut off by linear2's mask (output 0, no gradient back), which costs
+        # less than masking the F-wide hidden layer as well.
+        hidden = self.activation(self.linear1(u))  # (N, T, F)
+        return self.linear2(hidden, mask=mask)  # (N, T, D), 0 at padding
 
     def _feedforward_backward(self, dy) -> np.ndarray:
         return self.linear1.backward(self.activation.backward(self.linear2.backward(dy)))
