@@ -322,9 +322,10 @@ CORPUS_SOURCE = "pydoc_data.topics"
 def corpus_text() -> str:
     """The text of :data:`CORPUS_SOURCE`: every topic, in sorted order, joined by newlines.
 
-    About 465,000 characters of English about Python (with code examples), of 103 distinct
-    symbols in Python 3.11. The text changes between Python versions; experiments record
-    :func:`corpus_fingerprint` with their results.
+    Several hundred thousand characters of English about Python (with code examples), of
+    about a hundred distinct symbols. The text changes between Python versions, so
+    experiments record :func:`corpus_fingerprint` (version, length and sha256) with their
+    results.
     """
     from pydoc_data.topics import topics  # part of the standard library: no download
 
