@@ -21,7 +21,7 @@ from test_attention import mask_with_holes, randomize_params
 from test_parity_torch import RELATIVE_TOLERANCE, assert_close_to_torch, torch_dtype
 
 import normlab as nl
-from normlab import NORM_KINDS, data
+from normlab import NORM_KINDS, data, nn
 from normlab.gradcheck import numerical_gradient, relative_error
 from normlab.nn import (
     GELU,
@@ -543,3 +543,16 @@ def test_readme_torch_example_runs_and_prints_what_its_comments_say(torch, capsy
 )
 def test_docstring_examples_run_as_written(module):
     assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_relu_gives_exactly_what_np_where_gives_with_nan_inf_and_signed_zeros():
+    x = np.array([[-1.5, -0.0, 0.0, 2.0, np.nan, np.inf, -np.inf]])
+    relu = nn.ReLU()
+    y = relu(x)
+    expected = np.where(x > 0, x, 0.0)
+    np.testing.assert_array_equal(y, expected)
+    assert not np.signbit(y).any()
+    for dy in (np.full_like(x, -3.0), np.array([[np.inf, np.nan, -1.0, 1.0, 2.0, -np.inf, 5.0]])):
+        dx = relu.backward(dy)
+        np.testing.assert_array_equal(dx, np.where(x > 0, dy, 0.0))
+        assert not np.signbit(dx[~(x > 0)]).any()

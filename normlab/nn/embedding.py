@@ -125,7 +125,7 @@ class Embedding(Module):
 def _sum_rows_by_id(rows: np.ndarray, ids: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``out[k] = Σ rows[m] over m with ids[m] = k``, zeros elsewhere; out like ``weight``.
 
-    The same as ``np.add.at(out, ids, rows)``, several times faster: the rows are sorted by
+    The same as ``np.add.at(out, ids, rows)``, only faster: the rows are sorted by
     id (a stable sort, so the additions always come in the same order) and each run of one
     id is summed by ``np.add.reduceat``.
     """
