@@ -51,6 +51,7 @@ lab: $(STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_conv.py
+	$(BIN)/python benchmarks/bench_transformer.py --profile
 
 clean:
 	rm -rf $(VENV) .pytest_cache figures-quick figures-custom handouts handouts-quick

@@ -12,10 +12,17 @@ Nothing is downloaded and everything is determined by a seed:
 * :func:`make_sequence_task` -- padded variable-length sequences whose labels
   need the earlier tokens ("is this token above the running mean so far?"),
   with lengths the caller controls, for the sequence-model experiments.
+* :func:`load_char_corpus` -- a character-level text corpus that ships with CPython
+  (``pydoc_data.topics``), split into train and validation blocks, with
+  :func:`sample_windows` and :func:`evaluation_windows` (fixed length) and
+  :func:`length_batches` (variable length with padding masks, random or bucketed)
+  for the language-model experiments; :func:`corpus_fingerprint` records which text it was.
 """
 
 from __future__ import annotations
 
+import hashlib
+import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,14 +35,24 @@ from normlab import nn
 from normlab.module import as_generator
 
 __all__ = [
+    "CORPUS_SOURCE",
     "DIGIT_IMAGE_SHAPE",
+    "CharCorpus",
     "DigitsSplit",
+    "PaddedBatch",
     "SequenceTask",
+    "corpus_fingerprint",
+    "corpus_text",
     "digits_hidden_features",
+    "evaluation_windows",
     "iterate_minibatches",
+    "length_batches",
+    "load_char_corpus",
     "load_digits_split",
     "load_digits_validation_split",
     "make_sequence_task",
+    "padded_batch",
+    "sample_windows",
 ]
 
 #: a feature whose train standard deviation is below this is constant (digit borders,
@@ -386,3 +403,307 @@ def make_sequence_task(
     else:
         y = token_labels[np.arange(num_sequences), lengths - 1]  # (N,)
     return SequenceTask(x=x, mask=mask, y=y, lengths=lengths.astype(np.int64))
+
+
+# ---------------------------------------------------------------------------
+# Text: a character corpus that ships with CPython
+# ---------------------------------------------------------------------------
+
+#: Where the text comes from: the help topics of ``pydoc`` (``help("if")``), in every CPython.
+CORPUS_SOURCE = "pydoc_data.topics"
+
+
+def corpus_text() -> str:
+    """The text of :data:`CORPUS_SOURCE`: every topic, in sorted order, joined by newlines.
+
+    Several hundred thousand characters of English about Python (with code examples), of
+    about a hundred distinct symbols. The text changes between Python versions, so
+    experiments record :func:`corpus_fingerprint` (version, length and sha256) with their
+    results.
+    """
+    from pydoc_data.topics import topics  # part of the standard library: no download
+
+    return "\n".join(topics[name] for name in sorted(topics))
+
+
+@lru_cache(maxsize=1)
+def corpus_fingerprint() -> dict:
+    """What identifies the corpus: the Python version it came with and the text's sha256.
+
+    >>> sorted(corpus_fingerprint())
+    ['characters', 'python_version', 'sha256', 'source']
+    """
+    text = corpus_text()
+    return {
+        "source": CORPUS_SOURCE,
+        "python_version": platform.python_version(),
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "characters": len(text),
+    }
+
+
+@dataclass(frozen=True)
+class CharCorpus:
+    """The corpus as integer ids, split into train and validation; see :func:`load_char_corpus`.
+
+    Attributes
+    ----------
+    vocabulary : str, every character of the whole text, sorted; id ``i`` is ``vocabulary[i]``.
+    train, validation : int64 (n,) read-only arrays of ids, the text of each split in order.
+    block_length, validation_every : how the split was made (see :func:`load_char_corpus`).
+    fingerprint : dict, :func:`corpus_fingerprint` (Python version and sha256 of the text).
+    """
+
+    vocabulary: str
+    train: np.ndarray
+    validation: np.ndarray
+    block_length: int
+    validation_every: int
+    fingerprint: dict
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def split(self, name: str) -> np.ndarray:
+        """``"train"`` or ``"validation"``: the ids of that split."""
+        if name not in ("train", "validation"):
+            raise ValueError(
+                f"CharCorpus.split: name must be 'train' or 'validation', got {name!r}."
+            )
+        return self.train if name == "train" else self.validation
+
+    def encode(self, text: str) -> np.ndarray:
+        """Characters -> int64 ids; a character outside the vocabulary is a ValueError."""
+        index = {character: i for i, character in enumerate(self.vocabulary)}
+        unknown = sorted(set(text) - set(index))
+        if unknown:
+            raise ValueError(f"CharCorpus.encode: characters not in the vocabulary: {unknown}.")
+        return np.array([index[character] for character in text], dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        """int ids -> the text they stand for."""
+        return "".join(self.vocabulary[i] for i in np.asarray(ids).reshape(-1))
+
+    def unigram_baseline(self) -> float:
+        """Validation loss, in nats per character, of predicting every character from the
+        training split's character frequencies, whatever came before it.
+
+        .. math::  -\\frac{1}{n} \\sum_{t} \\log \\hat p(c_t), \\qquad
+            \\hat p(c) = \\frac{\\mathrm{count}_{train}(c) + 1}{n_{train} + V}
+
+        (add-one smoothing, so a character absent from the training split costs a finite
+        amount). A language model that beats it uses the context.
+        """
+        counts = np.bincount(self.train, minlength=self.vocab_size).astype(np.float64)
+        log_probabilities = np.log((counts + 1) / (counts.sum() + self.vocab_size))
+        return float(-log_probabilities[self.validation].mean())
+
+
+@lru_cache(maxsize=4)
+def load_char_corpus(block_length: int = 4096, validation_every: int = 10) -> CharCorpus:
+    """:func:`corpus_text` as ids, with a deterministic split into contiguous blocks.
+
+    The text is cut into consecutive blocks of ``block_length`` characters; every
+    ``validation_every``-th block (blocks ``validation_every - 1``, ``2 * validation_every
+    - 1``, ...) goes to the validation split, the others to the training split, each split
+    keeping the text's order. Blocks, not random characters, so that validation text is
+    text the model has not seen, spread over the whole corpus (its topics are sorted by
+    name). A window of the training split may cross the seam where a validation block was
+    taken out (one seam per ``validation_every`` blocks).
+
+    Parameters
+    ----------
+    block_length : int >= 1, default 4096.
+    validation_every : int >= 2, default 10 (about 10 % validation).
+
+    Examples
+    --------
+    >>> corpus = load_char_corpus()
+    >>> corpus.decode(corpus.train[:10])
+    'The "asser'
+    >>> round(len(corpus.validation) / (len(corpus.train) + len(corpus.validation)), 3)
+    0.097
+    """
+    who = "load_char_corpus"
+    block_length = _check_int(block_length, "block_length", who, minimum=1)
+    validation_every = _check_int(validation_every, "validation_every", who, minimum=2)
+    text = corpus_text()
+    vocabulary = "".join(sorted(set(text)))
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point each
+    lookup = np.zeros(int(codes.max()) + 1, dtype=np.int64)
+    lookup[[ord(character) for character in vocabulary]] = np.arange(len(vocabulary))
+    ids = lookup[codes]  # (n,)
+    block_index = np.arange(ids.size) // block_length
+    in_validation = block_index % validation_every == validation_every - 1
+    train, validation = ids[~in_validation], ids[in_validation]
+    train.flags.writeable = False  # shared by every caller of the cached corpus
+    validation.flags.writeable = False
+    return CharCorpus(
+        vocabulary=vocabulary,
+        train=train,
+        validation=validation,
+        block_length=block_length,
+        validation_every=validation_every,
+        fingerprint=corpus_fingerprint(),
+    )
+
+
+def _check_window(ids: np.ndarray, length: int, who: str) -> int:
+    length = _check_int(length, "length", who, minimum=1)
+    if length + 1 > len(ids):
+        raise ValueError(
+            f"{who}: a window needs length + 1 = {length + 1} ids (inputs and their next "
+            f"tokens), but the split has {len(ids)}."
+        )
+    return length
+
+
+def sample_windows(ids, batch_size: int, length: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Random windows of a split: inputs (N, T) and their next tokens, the targets (N, T).
+
+    Window ``n`` starts at a uniformly drawn offset ``s``: ``inputs[n] = ids[s : s + T]``,
+    ``targets[n] = ids[s + 1 : s + T + 1]``.
+
+    >>> corpus = load_char_corpus()
+    >>> inputs, targets = sample_windows(corpus.train, 4, 8, rng=0)
+    >>> inputs.shape, bool((inputs[:, 1:] == targets[:, :-1]).all())
+    ((4, 8), True)
+    """
+    who = "sample_windows"
+    ids = np.asarray(ids)
+    batch_size = _check_int(batch_size, "batch_size", who, minimum=1)
+    length = _check_window(ids, length, who)
+    starts = as_generator(rng, who).integers(0, len(ids) - length, size=batch_size)  # (N,)
+    offsets = starts[:, None] + np.arange(length + 1)  # (N, T + 1)
+    windows = ids[offsets]
+    return windows[:, :-1], windows[:, 1:]
+
+
+def evaluation_windows(
+    ids, length: int, max_windows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive, non-overlapping windows from the start of a split (no randomness).
+
+    Window ``k`` covers ``ids[k·T : (k + 1)·T + 1]`` (inputs and targets as in
+    :func:`sample_windows`); ``max_windows`` keeps the first ones. The same call always
+    gives the same windows, so validation losses at different steps, or of different
+    models, are measured on the same text. Longer windows (``length`` above the training
+    length) test length generalization on the same split.
+    """
+    who = "evaluation_windows"
+    ids = np.asarray(ids)
+    length = _check_window(ids, length, who)
+    count = (len(ids) - 1) // length
+    if max_windows is not None:
+        count = min(count, _check_int(max_windows, "max_windows", who, minimum=1))
+    offsets = np.arange(count)[:, None] * length + np.arange(length + 1)  # (K, T + 1)
+    windows = ids[offsets]
+    return windows[:, :-1], windows[:, 1:]
+
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """Sequences of different lengths, right-padded to the longest; see :func:`length_batches`.
+
+    Attributes
+    ----------
+    ids : int64 (N, T), 0 at padding.
+    targets : int64 (N, T), the next token of each real position (0 at padding).
+    mask : bool (N, T), True at real tokens.
+    lengths : int64 (N,).
+    """
+
+    ids: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def padding_fraction(self) -> float:
+        """Share of the (N, T) positions that are padding."""
+        return float(1.0 - self.mask.mean())
+
+
+def padded_batch(ids, lengths, rng) -> PaddedBatch:
+    """One random window of each length in ``lengths``, right-padded into a batch."""
+    who = "padded_batch"
+    ids = np.asarray(ids)
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if lengths.size == 0 or lengths.min() < 1:
+        raise ValueError(f"{who}: lengths must be a non-empty list of integers >= 1.")
+    longest = _check_window(ids, int(lengths.max()), who)
+    rng = as_generator(rng, who)
+    starts = rng.integers(0, len(ids) - lengths, size=lengths.size)  # (N,), per length
+    mask = np.arange(longest) < lengths[:, None]  # (N, T)
+    offsets = starts[:, None] + np.arange(longest + 1)  # (N, T + 1)
+    windows = ids[np.minimum(offsets, len(ids) - 1)]  # beyond a window's end: padding
+    inputs = np.where(mask, windows[:, :-1], 0)
+    targets = np.where(mask, windows[:, 1:], 0)
+    return PaddedBatch(ids=inputs, targets=targets, mask=mask, lengths=lengths)
+
+
+def length_batches(
+    ids,
+    num_batches: int,
+    batch_size: int,
+    min_length: int,
+    max_length: int,
+    rng,
+    *,
+    bucketed: bool,
+) -> list[PaddedBatch]:
+    """Batches of variable-length windows, grouped at random or by length (bucketing).
+
+    ``num_batches * batch_size`` lengths are drawn uniformly from ``[min_length,
+    max_length]`` and one random window of the split drawn for each. With
+    ``bucketed=False`` they are batched in the order drawn, so a batch mixes short and
+    long sequences and is padded to its longest (much padding); with ``bucketed=True``
+    they are sorted by length first, so each batch holds sequences of about the same
+    length (little padding), and the batches are then shuffled. The sequences are the
+    same in both cases (same ``rng``): only their grouping differs.
+
+    Returns a list of :class:`PaddedBatch`, each padded to its own longest sequence.
+
+    >>> corpus = load_char_corpus()
+    >>> mixed = length_batches(corpus.train, 8, 16, 4, 64, rng=0, bucketed=False)
+    >>> bucketed = length_batches(corpus.train, 8, 16, 4, 64, rng=0, bucketed=True)
+    >>> def padding(batches):
+    ...     return float(np.mean([batch.padding_fraction for batch in batches]))
+    >>> padding(bucketed) < padding(mixed)
+    True
+    """
+    who = "length_batches"
+    ids = np.asarray(ids)
+    num_batches = _check_int(num_batches, "num_batches", who, minimum=1)
+    batch_size = _check_int(batch_size, "batch_size", who, minimum=1)
+    min_length = _check_int(min_length, "min_length", who, minimum=1)
+    max_length = _check_int(max_length, "max_length", who, minimum=min_length)
+    _check_window(ids, max_length, who)
+    rng = as_generator(rng, who)
+    count = num_batches * batch_size
+    lengths = rng.integers(min_length, max_length, endpoint=True, size=count)  # (count,)
+    starts = rng.integers(0, len(ids) - lengths)  # (count,)
+    order = np.argsort(lengths, kind="stable") if bucketed else np.arange(count)
+    groups = order.reshape(num_batches, batch_size)
+    if bucketed:
+        groups = groups[rng.permutation(num_batches)]
+    batches = []
+    for group in groups:
+        group_lengths = lengths[group]
+        longest = int(group_lengths.max())
+        mask = np.arange(longest) < group_lengths[:, None]  # (B, T)
+        offsets = starts[group][:, None] + np.arange(longest + 1)  # (B, T + 1)
+        windows = ids[np.minimum(offsets, len(ids) - 1)]
+        batches.append(
+            PaddedBatch(
+                ids=np.where(mask, windows[:, :-1], 0),
+                targets=np.where(mask, windows[:, 1:], 0),
+                mask=mask,
+                lengths=group_lengths,
+            )
+        )
+    return batches

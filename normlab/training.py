@@ -1,4 +1,8 @@
-"""The training loop shared by the experiments that train on the digits: one :func:`fit`.
+"""The training loops shared by the experiments: the digits classifiers and the language model.
+
+The language model (:func:`train_language_model`, at the end) trains a
+:class:`normlab.nn.TransformerLM` on the character corpus of :mod:`normlab.data` with Adam
+and a warm-up schedule and returns its validation loss curve. For the digits, one :func:`fit`:
 
 :func:`train_mlp` and :func:`train_cnn` build an :class:`normlab.nn.MLP` or
 :class:`normlab.nn.CNN` with a given normalization from a seed, and :func:`fit` trains
@@ -42,16 +46,20 @@ from normlab import data, nn, parallel
 from normlab.layers import BatchNorm
 
 __all__ = [
+    "LM_OPTIMIZERS",
     "LR_RULES",
     "MIN_TRAINING_STEPS",
     "OPTIMIZERS",
+    "LMTrainingSetup",
     "TrainingSetup",
     "batchnorm_layers",
     "digits",
+    "evaluate_language_model",
     "fit",
     "learning_rate",
     "predict",
     "train_cnn",
+    "train_language_model",
     "train_mlp",
     "train_mode_predictions",
 ]
@@ -472,3 +480,265 @@ def fit(
         "diverged": diverged,
         "evaluation": evaluation,
     }
+
+
+# ---------------------------------------------------------------------------
+# The language model on the character corpus
+# ---------------------------------------------------------------------------
+
+#: The optimizers :func:`train_language_model` knows.
+LM_OPTIMIZERS = ("adam", "adamw")
+
+#: Windows per forward pass when a language model is evaluated (eval mode: the loss
+#: does not depend on the chunking).
+_LM_EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class LMTrainingSetup:
+    """How :func:`train_language_model` trains: steps, batches, Adam and its warm-up, validation.
+
+    Every field enters an experiment's run dicts (``to_dict``), so it is part of each run's
+    cache key. Construction checks the values and raises ``ValueError`` on a bad one.
+
+    Attributes
+    ----------
+    steps : optimizer updates.
+    batch_size, context_length : each update sees ``batch_size`` random windows of
+        ``context_length`` characters of the training split (and their next characters).
+    lr, warmup_steps, decay, min_lr : the learning rate, a
+        :class:`~normlab.nn.WarmupSchedule` over ``steps``.
+    optimizer : ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
+    beta1, beta2, adam_eps, weight_decay : Adam's.
+    eval_every : validation loss every this many steps (and at step 0 and the last step).
+    eval_windows : how many validation windows of ``context_length`` to evaluate on
+        (None: the whole validation split), the same windows every time.
+    min_length : None (default) or an int: with None every training window has
+        ``context_length`` characters; with an int the windows have lengths drawn
+        uniformly from ``[min_length, context_length]``, right-padded within each batch,
+        with a padding mask (:func:`data.length_batches`).
+    bucketed : with ``min_length``, group the windows of ``pool_batches`` batches at a time
+        by length (little padding) instead of at random (:func:`data.length_batches`).
+    pool_batches : int, the batches drawn and grouped together with ``min_length``.
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    context_length: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    decay: str = "cosine"
+    min_lr: float = 0.0
+    optimizer: str = "adam"
+    beta1: float = 0.9
+    beta2: float = 0.99
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    eval_every: int = 100
+    eval_windows: int | None = None
+    min_length: int | None = None
+    bucketed: bool = False
+    pool_batches: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "context_length", "eval_every", "pool_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"training.{name} must be an integer ≥ 1, got {value!r}")
+        if self.eval_windows is not None and (
+            not isinstance(self.eval_windows, int) or self.eval_windows < 1
+        ):
+            raise ValueError(
+                f"training.eval_windows must be None or an integer ≥ 1, got {self.eval_windows!r}"
+            )
+        if self.optimizer not in LM_OPTIMIZERS:
+            raise ValueError(
+                f"training.optimizer must be one of {LM_OPTIMIZERS}, got {self.optimizer!r}"
+            )
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(
+                f"training.beta1 and beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}"
+            )
+        if self.weight_decay < 0:
+            raise ValueError(f"training.weight_decay must be ≥ 0, got {self.weight_decay!r}")
+        if self.min_length is not None and (
+            not isinstance(self.min_length, int) or not 1 <= self.min_length <= self.context_length
+        ):
+            raise ValueError(
+                f"training.min_length must be None or an integer in [1, context_length="
+                f"{self.context_length}], got {self.min_length!r}"
+            )
+        self.schedule()  # checks lr, warmup_steps, decay and min_lr
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def schedule(self) -> nn.WarmupSchedule:
+        """The learning rate of every step."""
+        total = max(self.steps, self.warmup_steps + 1)
+        return nn.WarmupSchedule(
+            self.lr, self.warmup_steps, total_steps=total, decay=self.decay, min_lr=self.min_lr
+        )
+
+    def training_batches(self, ids: np.ndarray, rng: np.random.Generator):
+        """Endless ``(inputs, targets, mask)`` batches of the training split ``ids``.
+
+        ``mask`` is None for fixed-length windows (``min_length=None``).
+        """
+        while True:
+            if self.min_length is None:
+                inputs, targets = data.sample_windows(
+                    ids, self.batch_size, self.context_length, rng
+                )
+                yield inputs, targets, None
+                continue
+            pool = data.length_batches(
+                ids,
+                self.pool_batches,
+                self.batch_size,
+                self.min_length,
+                self.context_length,
+                rng,
+                bucketed=self.bucketed,
+            )
+            for batch in pool:
+                yield batch.ids, batch.targets, batch.mask
+
+    def make_optimizer(self, model: nn.Module):
+        optimizer_class = nn.AdamW if self.optimizer == "adamw" else nn.Adam
+        return optimizer_class(
+            model.params,
+            model.grads,
+            lr=self.lr,
+            betas=(self.beta1, self.beta2),
+            eps=self.adam_eps,
+            weight_decay=self.weight_decay,
+        )
+
+
+def evaluate_language_model(
+    model: nn.TransformerLM, ids: np.ndarray, context_length: int, max_windows: int | None = None
+) -> float:
+    """Mean loss in nats per character over the :func:`data.evaluation_windows` of ``ids``.
+
+    The model runs in eval mode (BatchNorm: running statistics) on consecutive windows of
+    ``context_length`` characters; every position of every window counts, so a position
+    near a window's start has little context. The mode is restored afterwards.
+    """
+    inputs, targets = data.evaluation_windows(ids, context_length, max_windows)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(inputs), _LM_EVAL_BATCH):
+            chunk = slice(start, start + _LM_EVAL_BATCH)
+            loss, _ = nn.softmax_cross_entropy(model(inputs[chunk]), targets[chunk])
+            total += loss * targets[chunk].size
+            count += targets[chunk].size
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+def train_language_model(
+    model_config: nn.TransformerLMConfig,
+    setup: LMTrainingSetup = LMTrainingSetup(),
+    *,
+    seed: int,
+    on_step=None,
+    return_model: bool = False,
+):
+    """Train a :class:`~normlab.nn.TransformerLM` on the character corpus; the loss curve.
+
+    Each of ``setup.steps`` updates: a batch of random training windows (of fixed length,
+    or of variable length with a padding mask: ``setup.min_length``), forward, masked
+    cross-entropy, backward, ``on_step(step, model, loss)`` if given (the gradients are
+    in ``model.grads``, before the update: the place to measure them), the learning rate
+    of the warm-up schedule, one Adam step. The validation loss (nats per character, eval
+    mode) is measured at step 0, every ``setup.eval_every`` steps and at the last step.
+
+    The initialization and the batches come from two streams of ``seed``, so models that
+    differ only in their norm see the same batches in the same order. Same arguments,
+    same numbers.
+
+    Parameters
+    ----------
+    model_config : :class:`~normlab.nn.TransformerLMConfig`; its ``vocab_size`` must be the
+        corpus's (``data.load_char_corpus().vocab_size``).
+    setup : :class:`LMTrainingSetup`.
+    seed : int.
+    on_step : callable ``(step, model, loss)``, optional.
+    return_model : also return the trained model.
+
+    Returns
+    -------
+    dict (and the model, as ``(dict, model)``, if ``return_model``) with
+        ``eval_steps``, ``validation_loss``: the curve, in nats per character;
+        ``train_loss``: the mean training loss over the steps since the previous point
+        (None at step 0); ``learning_rate`` at each point;
+        ``final_validation_loss`` (None if the run diverged: a non-finite training or
+        validation loss stops it, and the curve keeps the finite points before);
+        ``unigram_baseline`` (nats per character, see
+        :meth:`data.CharCorpus.unigram_baseline`); ``diverged``; ``steps`` done;
+        ``corpus``: :func:`data.corpus_fingerprint` (the text differs between Pythons).
+    """
+    corpus = data.load_char_corpus()
+    if model_config.vocab_size != corpus.vocab_size:
+        raise ValueError(
+            f"train_language_model: model_config.vocab_size must be the corpus's "
+            f"{corpus.vocab_size}, got {model_config.vocab_size}."
+        )
+    if model_config.positions == "learned" and setup.context_length > model_config.context_length:
+        raise ValueError(
+            f"train_language_model: training windows of {setup.context_length} characters do "
+            f"not fit the model's learned positions (context_length="
+            f"{model_config.context_length})."
+        )
+    model = nn.TransformerLM.from_config(model_config, rng=np.random.default_rng([seed, 0]))
+    batch_rng = np.random.default_rng([seed, 1])
+    optimizer = setup.make_optimizer(model)
+    schedule = setup.schedule()
+
+    def validation_loss() -> float:
+        return evaluate_language_model(
+            model, corpus.validation, setup.context_length, setup.eval_windows
+        )
+
+    curve = {"eval_steps": [0], "validation_loss": [validation_loss()], "train_loss": [None]}
+    curve["learning_rate"] = [schedule.lr_at(1)]
+    recent_losses: list[float] = []
+    model.train()
+    diverged, steps_done = False, 0
+    batches = setup.training_batches(corpus.train, batch_rng)
+    for step in range(1, setup.steps + 1):
+        inputs, targets, mask = next(batches)
+        loss, dlogits = model.loss(inputs, targets, mask)
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        model.backward(dlogits)
+        if on_step is not None:
+            on_step(step, model, loss)
+        optimizer.lr = schedule.lr_at(step)
+        optimizer.step()
+        steps_done = step
+        recent_losses.append(loss)
+        if step % setup.eval_every == 0 or step == setup.steps:
+            loss_now = validation_loss()
+            if not math.isfinite(loss_now):  # strict JSON: no inf or NaN in the results
+                diverged = True
+                break
+            curve["eval_steps"].append(step)
+            curve["validation_loss"].append(loss_now)
+            curve["train_loss"].append(float(np.mean(recent_losses)))
+            curve["learning_rate"].append(optimizer.lr)
+            recent_losses = []
+    results = {
+        **curve,
+        "final_validation_loss": None if diverged else curve["validation_loss"][-1],
+        "unigram_baseline": corpus.unigram_baseline(),
+        "diverged": diverged,
+        "steps": steps_done,
+        "corpus": dict(corpus.fingerprint),
+    }
+    return (results, model) if return_model else results

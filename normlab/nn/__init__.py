@@ -15,7 +15,11 @@ padding ``mask`` of shape ``x.shape[:-1]`` (True = real token), and (N, H, W, C)
 What is here, by topic
 ----------------------
 * :mod:`~normlab.nn.linear`: :class:`Linear`; :mod:`~normlab.nn.activations`:
-  :class:`ReLU`, :class:`Tanh`; :class:`Identity` (from :mod:`normlab.module`).
+  :class:`ReLU`, :class:`Tanh`, :class:`GELU`; :class:`Identity` (from :mod:`normlab.module`).
+* :mod:`~normlab.nn.embedding`: :class:`Embedding`, learned vectors looked up by integer ids.
+* :mod:`~normlab.nn.attention`: :class:`MultiheadAttention`, self-attention with padding
+  masks of any pattern and causal masking; :mod:`~normlab.nn.transformer`:
+  :class:`TransformerEncoderLayer`, Pre-LN or Post-LN, with any normalization.
 * :mod:`~normlab.nn.conv`: :class:`Conv2d`, :class:`MaxPool2d` and
   :class:`GlobalAvgPool2d` on (N, H, W, C) images.
 * :mod:`~normlab.nn.containers`: :class:`Sequential`, a chain of modules whose
@@ -23,12 +27,14 @@ What is here, by topic
 * :mod:`~normlab.nn.mixing`: :class:`MeanMixing`, token mixing by running means, and
   :class:`MixingBlock`, a pre-norm residual block around it.
 * :mod:`~normlab.nn.models`: :class:`MLP` (``Linear -> norm -> ReLU`` blocks and a
-  ``Linear`` head), :class:`SequenceModel` and :class:`CNN` (``Conv2d -> norm -> ReLU ->
+  ``Linear`` head), :class:`SequenceModel`, :class:`CNN` (``Conv2d -> norm -> ReLU ->
   MaxPool2d`` blocks, a global average pool and a ``Linear`` head; its shape as a
-  :class:`CNNConfig`).
+  :class:`CNNConfig`) and :class:`TransformerLM` (a causal character-level language
+  model, with its :class:`TransformerLMConfig`).
 * :mod:`~normlab.nn.losses`: :func:`softmax_cross_entropy`, :func:`accuracy`.
-* :mod:`~normlab.nn.optim`: :class:`SGD` (with momentum) and :class:`Adam`, updating
-  ``params`` in place.
+* :mod:`~normlab.nn.optim`: :class:`SGD` (with momentum), :class:`Adam` and
+  :class:`AdamW`, updating ``params`` in place, and :class:`WarmupSchedule`, a learning
+  rate with linear warm-up.
 
 The normalization layers are chosen by name with :func:`normlab.make_norm`.
 
@@ -48,23 +54,29 @@ Example
 """
 
 from normlab.module import Container, Identity, Module
-from normlab.nn.activations import ReLU, Tanh
+from normlab.nn.activations import GELU, ReLU, Tanh
+from normlab.nn.attention import MultiheadAttention
 from normlab.nn.containers import Sequential
 from normlab.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.embedding import Embedding
 from normlab.nn.linear import Linear
 from normlab.nn.losses import accuracy, softmax_cross_entropy
 from normlab.nn.mixing import MeanMixing, MixingBlock
-from normlab.nn.models import CNN, MLP, CNNConfig, SequenceModel
-from normlab.nn.optim import SGD, Adam
+from normlab.nn.models import CNN, MLP, CNNConfig, SequenceModel, TransformerLM, TransformerLMConfig
+from normlab.nn.optim import SGD, Adam, AdamW, WarmupSchedule
+from normlab.nn.transformer import TransformerEncoderLayer
 
 __all__ = [
     "CNN",
+    "GELU",
     "MLP",
     "SGD",
     "Adam",
+    "AdamW",
     "CNNConfig",
     "Container",
     "Conv2d",
+    "Embedding",
     "GlobalAvgPool2d",
     "Identity",
     "Linear",
@@ -72,10 +84,15 @@ __all__ = [
     "MeanMixing",
     "MixingBlock",
     "Module",
+    "MultiheadAttention",
     "ReLU",
     "SequenceModel",
     "Sequential",
     "Tanh",
+    "TransformerEncoderLayer",
+    "TransformerLM",
+    "TransformerLMConfig",
+    "WarmupSchedule",
     "accuracy",
     "softmax_cross_entropy",
 ]

@@ -35,11 +35,13 @@ class Linear(Module):
     rng : np.random.Generator or int seed
         The only source of randomness of the initialization.
     bias : bool, default True
-    init : ``"he"`` or ``"glorot"``, default ``"he"``
+    init : ``"he"``, ``"glorot"`` or ``"torch"``, default ``"he"``
         He: ``weight ~ N(0, 2 / in_features)``, which keeps the mean square of
         the activations constant through ReLU layers (He et al., 2015).
         Glorot: ``weight ~ U(-a, a)``, ``a = sqrt(6 / (in + out))``, for layers
-        not followed by a ReLU (Glorot & Bengio, 2010). The bias starts at 0.
+        not followed by a ReLU (Glorot & Bengio, 2010). With both the bias starts at 0.
+        torch: ``nn.Linear``'s default, weight and bias ``~ U(-a, a)`` with
+        ``a = 1 / sqrt(in_features)``.
     dtype : floating dtype, default float32 (the parameters').
 
     Shape
@@ -77,12 +79,19 @@ class Linear(Module):
         elif init == "glorot":
             limit = np.sqrt(6.0 / (self.in_features + self.out_features))
             weight = rng.uniform(-limit, limit, size=shape)
+        elif init == "torch":
+            limit = 1.0 / np.sqrt(self.in_features)
+            weight = rng.uniform(-limit, limit, size=shape)
         else:
-            raise ValueError(f"Linear: init must be 'he' or 'glorot', got {init!r}.")
+            raise ValueError(f"Linear: init must be 'he', 'glorot' or 'torch', got {init!r}.")
         self.init = init
         self.add_param("weight", weight.astype(self.dtype))
         if bias:
-            self.add_param("bias", np.zeros(self.out_features, dtype=self.dtype))
+            if init == "torch":
+                initial_bias = rng.uniform(-limit, limit, size=self.out_features)
+            else:
+                initial_bias = np.zeros(self.out_features)
+            self.add_param("bias", initial_bias.astype(self.dtype))
         self._cache = None
 
     def __repr__(self) -> str:

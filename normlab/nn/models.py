@@ -1,4 +1,5 @@
-"""The models the experiments train: an MLP, a small sequence model and a small CNN."""
+"""The models the experiments train: an MLP, a small sequence model, a small CNN and a
+character-level transformer language model."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from normlab.layers import (
 from normlab.module import (
     Container,
     Identity,
+    Module,
     as_float_array,
     as_generator,
     check_mask,
@@ -22,10 +24,22 @@ from normlab.module import (
 from normlab.nn.activations import ReLU, Tanh
 from normlab.nn.containers import Sequential
 from normlab.nn.conv import Conv2d, GlobalAvgPool2d, MaxPool2d
+from normlab.nn.embedding import Embedding, check_ids_mask
 from normlab.nn.linear import Linear
+from normlab.nn.losses import softmax_cross_entropy
 from normlab.nn.mixing import MixingBlock
+from normlab.nn.transformer import TransformerEncoderLayer
 
-__all__ = ["CNN", "MLP", "CNNConfig", "SequenceModel"]
+__all__ = [
+    "CNN",
+    "MLP",
+    "POSITION_SCHEMES",
+    "CNNConfig",
+    "SequenceModel",
+    "TransformerLM",
+    "TransformerLMConfig",
+    "sinusoidal_positions",
+]
 
 
 _ACTIVATIONS = {"relu": (ReLU, "he"), "tanh": (Tanh, "glorot")}
@@ -467,3 +481,345 @@ class CNN(Sequential):
                 "widths or pool=False."
             )
         return super().forward(x, mask=mask)
+
+
+# ---------------------------------------------------------------------------
+# A character-level transformer language model
+# ---------------------------------------------------------------------------
+
+#: How a TransformerLM knows where a token is (see TransformerLM).
+POSITION_SCHEMES = ("learned", "sinusoidal", "none")
+
+
+def sinusoidal_positions(length: int, d_model: int, dtype=np.float64) -> np.ndarray:
+    """The fixed position codes of Vaswani et al. (2017), (length, d_model), no parameters.
+
+    .. math::
+
+        \\mathrm{PE}_{t, 2i} = \\sin(t / 10000^{2i/D}), \\qquad
+        \\mathrm{PE}_{t, 2i+1} = \\cos(t / 10000^{2i/D})
+
+    Defined for every position ``t``, so a model using them runs on any length.
+
+    >>> sinusoidal_positions(3, 4).round(3).tolist()[1]
+    [0.841, 0.54, 0.01, 1.0]
+    """
+    positions = np.arange(length, dtype=np.float64)[:, None]  # (T, 1)
+    frequencies = 10000.0 ** (-np.arange(0, d_model, 2, dtype=np.float64) / d_model)  # (⌈D/2⌉,)
+    angles = positions * frequencies  # (T, ⌈D/2⌉)
+    table = np.empty((length, d_model), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles)
+    table[:, 1::2] = np.cos(angles[:, : d_model // 2])
+    return table.astype(dtype)
+
+
+@dataclass(frozen=True)
+class TransformerLMConfig:
+    """The architecture of a :class:`TransformerLM`: its constructor's arguments but the rng.
+
+    ``TransformerLM.from_config(config, rng=...)`` builds it and ``model.config`` gives it
+    back; an experiment's Config holds one, and :meth:`to_dict` enters its cache key.
+    ``batchnorm_momentum`` reaches the BatchNorm layers only (``norm="batch"``).
+    Construction checks the values and raises ValueError on a bad one.
+    """
+
+    vocab_size: int
+    context_length: int
+    d_model: int = 64
+    num_heads: int = 4
+    num_layers: int = 2
+    dim_feedforward: int = 256
+    norm: str = "layer"
+    norm_first: bool = True
+    final_norm: bool | None = None
+    activation: str = "gelu"
+    positions: str = "learned"
+    layer_norm_eps: float = 1e-5
+    bias: bool = True
+    batchnorm_momentum: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers"):
+            check_positive_int(getattr(self, name), name, "TransformerLMConfig")
+        check_positive_int(self.dim_feedforward, "dim_feedforward", "TransformerLMConfig")
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"TransformerLMConfig: d_model={self.d_model} must be divisible by "
+                f"num_heads={self.num_heads}."
+            )
+        if self.norm not in NORM_KINDS:
+            raise ValueError(
+                f"TransformerLMConfig: norm must be one of {tuple(NORM_KINDS)}, got {self.norm!r}."
+            )
+        if self.positions not in POSITION_SCHEMES:
+            raise ValueError(
+                f"TransformerLMConfig: positions must be one of {POSITION_SCHEMES}, "
+                f"got {self.positions!r}."
+            )
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(
+                "TransformerLMConfig: activation must be 'relu' or 'gelu', got "
+                f"{self.activation!r}."
+            )
+
+    @property
+    def uses_final_norm(self) -> bool:
+        """Whether a norm sits before the head: ``final_norm``, by default ``norm_first``."""
+        return self.norm_first if self.final_norm is None else bool(self.final_norm)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class TransformerLM(Container):
+    """A causal transformer language model over characters (or any tokens), GPT-style.
+
+    ::
+
+        h = token_embedding(ids) + position(t)        # (N, T, D)
+        for each of the num_layers blocks:             # TransformerEncoderLayer, causal
+            h = block(h)                               # Pre-LN or Post-LN, any norm
+        h = final_norm(h)                              # by default only for Pre-LN
+        logits = head(h)                               # (N, T, vocab_size)
+
+    The logits at position ``t`` predict token ``t + 1`` and depend on tokens ``s <= t``
+    only (causal attention; LayerNorm and RMSNorm act per token). BatchNorm in training
+    mode, GroupNorm and InstanceNorm average over the sequence and so let the future in;
+    that is their nature, not a bug, and the ``causal_leak`` experiment measures it.
+
+    Pre-LN blocks leave the residual stream unnormalized, so a Pre-LN model needs a norm
+    before the head (GPT-2's ``ln_f``); a Post-LN block already ends with a norm, so by
+    default a Post-LN model has none.
+
+    Positions
+    ---------
+    ``positions="learned"`` (default): a learned ``position_embedding`` of
+    ``context_length`` rows (torch's ``nn.Embedding``, as in GPT-2). It runs on any length
+    up to ``context_length`` (so a model trained on short contexts runs on longer ones up to
+    there, through rows its training never updated); a longer input is a ValueError.
+    ``"sinusoidal"``: the fixed codes of :func:`sinusoidal_positions`, no parameters,
+    defined at every length, so the model runs on contexts longer than any it was trained
+    on. ``"none"``: no position signal at all; causal attention alone still tells positions
+    apart (a token sees exactly ``t + 1`` tokens), and it too runs at any length.
+    ``context_length`` is then only the length the model is meant to be trained at.
+
+    Parameters
+    ----------
+    vocab_size : int, V.
+    context_length : int, the longest input with learned positions (the training length).
+    d_model, num_heads, num_layers, dim_feedforward : ints, default 64, 4, 2, 256.
+    norm : str, default ``"layer"``; any kind of :func:`normlab.make_norm`, in every block
+        and in the final norm.
+    norm_first : bool, default True: Pre-LN blocks (False: Post-LN), see
+        :class:`~normlab.nn.TransformerEncoderLayer`.
+    final_norm : bool or None, default None (= ``norm_first``): a norm before the head.
+    activation : ``"gelu"`` (default) or ``"relu"``, inside the feed-forward networks.
+    positions : ``"learned"`` (default), ``"sinusoidal"`` or ``"none"``, see above.
+    layer_norm_eps : float, default 1e-5; bias : bool, default True (as the blocks).
+    norm_kwargs : dict, optional, more options for :func:`normlab.make_norm`.
+    rng : np.random.Generator or int seed; dtype : floating dtype, default float32.
+        Every module is initialized as torch initializes it (embeddings ``N(0, 1)``, the
+        head as ``nn.Linear``).
+
+    Children (state_dict names): ``token_embedding``, ``position_embedding`` (learned
+    positions only), ``blocks`` (``blocks.0.self_attn.in_proj_weight``, ...),
+    ``final_norm`` (when used), ``head``: those of a torch module with the same attributes
+    (``nn.Embedding``, ``nn.ModuleList`` of ``nn.TransformerEncoderLayer``, ``nn.LayerNorm``,
+    ``nn.Linear``).
+
+    Shape
+    -----
+    Input: integer ids (N, T), ``mask`` (N, T) with True = real token (any pattern).
+    Output: logits (N, T, vocab_size), exactly 0 at padded positions. Positions are the
+    indices along T, padded or not. :meth:`backward` takes d(loss)/d(logits), fills
+    ``grads`` and returns None (ids have no gradient).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> model = TransformerLM(vocab_size=10, context_length=8, d_model=16, num_heads=2,
+    ...                       num_layers=1, dim_feedforward=32, rng=0)
+    >>> ids = np.arange(12).reshape(2, 6) % 10
+    >>> loss, dlogits = model.loss(ids[:, :-1], ids[:, 1:])
+    >>> model.backward(dlogits)
+    >>> round(loss, 1), model(ids).shape   # loss about log(10) = 2.3 at initialization
+    (2.5, (2, 6, 10))
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 256,
+        *,
+        norm: str = "layer",
+        norm_first: bool = True,
+        final_norm: bool | None = None,
+        activation: str = "gelu",
+        positions: str = "learned",
+        layer_norm_eps: float = 1e-5,
+        bias: bool = True,
+        norm_kwargs: dict | None = None,
+        rng,
+        dtype=np.float32,
+    ) -> None:
+        momentum = (norm_kwargs or {}).get("momentum", 0.1)
+        self._config = TransformerLMConfig(
+            vocab_size=vocab_size,
+            context_length=context_length,
+            d_model=d_model,
+            num_heads=num_heads,
+            num_layers=num_layers,
+            dim_feedforward=dim_feedforward,
+            norm=norm,
+            norm_first=norm_first,
+            final_norm=final_norm,
+            activation=activation,
+            positions=positions,
+            layer_norm_eps=layer_norm_eps,
+            bias=bias,
+            batchnorm_momentum=momentum,
+        )
+        rng = as_generator(rng, "TransformerLM")
+        self.dtype = np.dtype(dtype)
+        self.token_embedding = Embedding(vocab_size, d_model, rng=rng, dtype=dtype)
+        named: list[tuple[str, Module]] = [("token_embedding", self.token_embedding)]
+        self.position_embedding = None
+        if positions == "learned":
+            self.position_embedding = Embedding(context_length, d_model, rng=rng, dtype=dtype)
+            named.append(("position_embedding", self.position_embedding))
+        self.blocks = Sequential(
+            *(
+                TransformerEncoderLayer(
+                    d_model,
+                    num_heads,
+                    dim_feedforward,
+                    activation=activation,
+                    norm_first=norm_first,
+                    norm=norm,
+                    layer_norm_eps=layer_norm_eps,
+                    bias=bias,
+                    causal=True,
+                    norm_kwargs=norm_kwargs,
+                    rng=rng,
+                    dtype=dtype,
+                )
+                for _ in range(num_layers)
+            )
+        )
+        named.append(("blocks", self.blocks))
+        self.final_norm = None
+        if self._config.uses_final_norm:
+            options = {"eps": layer_norm_eps, "bias": bias, "affine": True, "dtype": dtype}
+            self.final_norm = make_norm(norm, d_model, **{**options, **(norm_kwargs or {})})
+            named.append(("final_norm", self.final_norm))
+        self.head = Linear(d_model, vocab_size, rng=rng, bias=bias, init="torch", dtype=dtype)
+        named.append(("head", self.head))
+        super().__init__(named)
+
+    @classmethod
+    def from_config(cls, config: TransformerLMConfig, *, rng, dtype=np.float32) -> TransformerLM:
+        """The model ``config`` describes, initialized from ``rng``."""
+        fields = config.to_dict()
+        momentum = fields.pop("batchnorm_momentum")
+        return cls(**fields, norm_kwargs={"momentum": momentum}, rng=rng, dtype=dtype)
+
+    @property
+    def config(self) -> TransformerLMConfig:
+        """The architecture; of ``norm_kwargs`` it records BatchNorm's momentum only."""
+        return self._config
+
+    def __repr__(self) -> str:
+        config = self._config
+        placement = "Pre-LN" if config.norm_first else "Post-LN"
+        return (
+            f"TransformerLM(vocab_size={config.vocab_size}, context_length="
+            f"{config.context_length}, d_model={config.d_model}, num_heads={config.num_heads}, "
+            f"num_layers={config.num_layers}, norm={config.norm!r} ({placement}), "
+            f"positions={config.positions!r})"
+        )
+
+    def _position_codes(self, length: int) -> np.ndarray | None:
+        """(T, D) added to the token embeddings, or None without positions."""
+        config = self._config
+        if config.positions == "none":
+            return None
+        if config.positions == "sinusoidal":
+            return sinusoidal_positions(length, config.d_model, self.dtype)
+        if length > config.context_length:
+            raise ValueError(
+                f"TransformerLM: the input has {length} positions, but the learned position "
+                f"table has context_length={config.context_length} rows; crop the input to "
+                f"at most {config.context_length} tokens, or build the model with "
+                "positions='sinusoidal' or 'none' to run on longer contexts."
+            )
+        return self.position_embedding(np.arange(length))  # (T, D)
+
+    def forward(self, ids, mask=None) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(
+                f"TransformerLM expects token ids (N, T), got shape {ids.shape}; for one "
+                "sequence use ids[None]."
+            )
+        mask = check_ids_mask(mask, ids.shape, "TransformerLM")
+        h = self.token_embedding(ids, mask=mask)  # (N, T, D), 0 at padding
+        positions = self._position_codes(ids.shape[1])
+        if positions is not None:
+            h += positions  # broadcasts over N
+            if mask is not None:
+                h *= mask[..., None]  # padding stays 0
+        h = self.blocks(h, mask=mask)  # (N, T, D)
+        if self.final_norm is not None:
+            h = self.final_norm(h, mask=mask)
+        self._cache = (mask,)
+        return self.head(h, mask=mask)  # (N, T, V)
+
+    def backward(self, dlogits) -> None:
+        (mask,) = self.require_cache()
+        dh = self.head.backward(dlogits)  # (N, T, D), 0 at padding
+        if self.final_norm is not None:
+            dh = self.final_norm.backward(dh)
+        dh = self.blocks.backward(dh)
+        if self.position_embedding is not None:
+            if mask is not None:
+                dh = dh * mask[..., None]
+            self.position_embedding.backward(dh.sum(axis=0))  # (T, D): shared by the batch
+        self.token_embedding.backward(dh)
+        return None
+
+    def loss(self, ids, targets, mask=None) -> tuple[float, np.ndarray]:
+        """Forward, then the mean cross-entropy over the real positions (nats per token).
+
+        ``targets`` (N, T) are the next tokens (``targets[:, t] = ids[:, t + 1]`` of the
+        text). Returns ``(loss, dlogits)``; pass ``dlogits`` to :meth:`backward`.
+        """
+        return softmax_cross_entropy(self(ids, mask=mask), targets, mask)
+
+    def generate(self, prompt, num_tokens: int, *, rng, temperature: float = 1.0) -> np.ndarray:
+        """``prompt`` (1-D ids) continued by ``num_tokens`` sampled tokens, in eval mode.
+
+        Each step runs the model on the last ``context_length`` tokens and samples from
+        ``softmax(logits / temperature)`` at the last position. The mode is restored after.
+        """
+        rng = as_generator(rng, "TransformerLM.generate")
+        if not temperature > 0:
+            raise ValueError(f"TransformerLM.generate: temperature must be > 0, got {temperature}.")
+        ids = list(np.asarray(prompt).reshape(-1))
+        if not ids:
+            raise ValueError("TransformerLM.generate: the prompt needs at least one token.")
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(num_tokens):
+                window = np.asarray(ids[-self._config.context_length :])[None]  # (1, T)
+                logits = self(window)[0, -1].astype(np.float64) / temperature  # (V,)
+                probabilities = np.exp(logits - logits.max())
+                probabilities /= probabilities.sum()
+                ids.append(int(rng.choice(len(probabilities), p=probabilities)))
+        finally:
+            self.train(was_training)
+        return np.asarray(ids, dtype=np.int64)
