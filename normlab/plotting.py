@@ -491,16 +491,17 @@ def slide(slides_function):
     return slide_style()(slides_function)
 
 
-def text_width(text: str, font_size: float) -> float:
-    """The rendered width of one line of ``text`` in points, in the current font.
+def text_width(text: str, font_size: float, *, dpi: float = SLIDE_DPI) -> float:
+    """The width of one line of ``text`` in points, in the current font, as drawn at ``dpi``.
 
-    Text between a pair of ``$`` is measured as mathtext, as matplotlib draws it.
+    Measured, not estimated: glyphs are fitted to whole pixels, so the width in points
+    depends a little on the resolution (by ~2 % between 72 and 96 dpi); the default is
+    the slides'. Text between a pair of ``$`` is measured as mathtext, as matplotlib draws it.
     """
     from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.font_manager import FontProperties
 
     is_math = text.count("$") >= 2 and text.count("$") % 2 == 0
-    dpi = 720  # ten pixels a point: widths come in whole pixels
     renderer = RendererAgg(1, 1, dpi)
     width, _, _ = renderer.get_text_width_height_descent(
         text, FontProperties(size=font_size), ismath=is_math

@@ -490,7 +490,7 @@ def _coupling_slide(results: dict) -> Figure:
     )
     figure, ax = plotting.slide_figure(
         f"In training, one sample's BatchNorm output changes with its batch-mates; {others}",
-        f"a typical digit with {config['num_draws']} random sets of batch-mates; "
+        f"a typical digit, {config['num_draws']} random draws of batch-mates; "
         + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
     )
     means = _spread_line(ax, results, typical, {}, "BatchNorm")
