@@ -41,6 +41,7 @@ nothing depends on the GUI backend and no figure stays open in a global list.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -487,8 +488,27 @@ def slide_style():
 
 
 def slide(slides_function):
-    """Decorator: run an experiment's ``slides`` under :func:`slide_style`."""
-    return slide_style()(slides_function)
+    """Decorator: run an experiment's ``slides`` under :func:`slide_style`, layouts settled.
+
+    ``slides_function`` returns a list of Figures or of (name, Figure) pairs. Each figure is
+    laid out once, then its layout is fixed: the constrained layout of a panel with a colour
+    bar moves by a fraction of a pixel from one drawing to the next (and with the PDF's
+    72 dpi), so otherwise a slide's PNG and its page of the deck would differ, and so would
+    the deck saved twice.
+    """
+
+    @functools.wraps(slides_function)
+    def settled_slides(*args, **kwargs):
+        with slide_style():
+            named = slides_function(*args, **kwargs)
+            for entry in named:
+                figure = entry[1] if isinstance(entry, tuple) else entry
+                if isinstance(figure, Figure):
+                    figure.draw_without_rendering()
+                    figure.set_layout_engine("none")  # keep the positions just computed
+        return named
+
+    return settled_slides
 
 
 def text_width(text: str, font_size: float, *, dpi: float = SLIDE_DPI) -> float:

@@ -190,9 +190,20 @@ def test_batch_coupling_titles_hold_for_the_run(quick_runs, drawn):
 
 @pytest.fixture(scope="module")
 def written(results_folder, tmp_path_factory) -> Path:
-    """``python -m normlab slides --from <results> --out <folder>``, in this process."""
+    """``python -m normlab slides --from <results> --out <folder>``, run as a user runs it."""
     out = tmp_path_factory.mktemp("slides")
-    assert main(["slides", "--from", str(results_folder), "--out", str(out)]) == 0
+    environment = {
+        **os.environ,
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = ["slides", "--from", str(results_folder), "--out", str(out)]
+    subprocess.run(
+        [sys.executable, "-m", "normlab", *command],
+        check=True,
+        env=environment,
+        capture_output=True,
+    )
     return out
 
 
@@ -266,21 +277,11 @@ def test_slides_are_drawn_without_running_anything(results_folder, tmp_path, mon
 # ---------------------------------------------------------------------------
 
 
-def test_the_same_command_in_another_process_gives_the_same_bytes(
-    written, results_folder, tmp_path
-):
-    environment = {
-        **os.environ,
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    command = ["slides", "--from", str(results_folder), "--out", str(tmp_path)]
-    subprocess.run(
-        [sys.executable, "-m", "normlab", *command],
-        check=True,
-        env=environment,
-        capture_output=True,
-    )
+def test_slides_drawn_again_in_this_process_have_the_same_bytes(written, drawn, tmp_path):
+    """The command's files (another process) against this process' own drawing of the slides."""
+    for base, (_, _, figure) in zip(slide_files(drawn), every_slide(drawn), strict=True):
+        plotting.save_figure(figure, tmp_path / base, ["png"], dpi=plotting.SLIDE_DPI)
+    plotting.save_deck([figure for _, _, figure in every_slide(drawn)], tmp_path / DECK_NAME)
     names = sorted(path.name for path in written.iterdir())
     assert names == sorted(path.name for path in tmp_path.iterdir())
     for name in names:
@@ -382,7 +383,7 @@ def test_bare_figures_are_numbered_and_names_must_be_file_names():
         without.slides({})
 
 
-@plotting.slide
+@plotting.slide_style()
 def test_a_caption_that_needs_two_lines_or_a_title_that_needs_three_is_refused():
     long_caption = "a caption that goes on " * 8
     with pytest.raises(ValueError, match="must fit on 1 line at 20 pt") as error:
@@ -394,7 +395,7 @@ def test_a_caption_that_needs_two_lines_or_a_title_that_needs_three_is_refused()
     assert figure.get_suptitle().count("\n") == 1  # wrapped at a word break to two lines
 
 
-@plotting.slide
+@plotting.slide_style()
 def test_text_width_is_the_width_the_text_is_drawn_with_on_a_slide():
     caption = "4,096 values per variance, stored in float32; 10 seeds (line: median, band: min–max)"
     figure, _ = plotting.slide_figure("A message", caption)

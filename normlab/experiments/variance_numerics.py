@@ -288,7 +288,7 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
     ax.axhline(most, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=2)
     plotting.annotate(
         ax,
-        f"all the ~{most:.0f} digits float32 holds",
+        f"float32's ~{most:.0f} digits",
         (ratios[-1], most),
         ha="right",
         fontsize=plotting.SLIDE_MIN_FONT_SIZE,
