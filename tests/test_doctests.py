@@ -11,6 +11,20 @@ import pytest
 
 import normlab
 
+NUMPY_DEFAULT_PRINT_OPTIONS = {
+    "precision": 8,
+    "threshold": 1000,
+    "edgeitems": 3,
+    "linewidth": 75,
+    "suppress": False,
+    "nanstr": "nan",
+    "infstr": "inf",
+    "sign": "-",
+    "formatter": None,
+    "floatmode": "maxprec",
+    "legacy": False,
+}
+
 MODULES = sorted(
     info.name
     for info in pkgutil.walk_packages(normlab.__path__, prefix="normlab.")
@@ -21,7 +35,8 @@ MODULES = sorted(
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     module = importlib.import_module(name)
-    with np.printoptions(legacy=False):
+    # numpy's default print options: a lesson run earlier in this process may have set others
+    with np.printoptions(**NUMPY_DEFAULT_PRINT_OPTIONS):
         result = doctest.testmod(
             module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         )
