@@ -66,7 +66,8 @@ def test_each_learning_rate_is_the_best_candidate_on_validation(results):
             factor = config["lr_factors"][int(np.argmax(validation))]
             assert results["lr_factor"][norm][index] == factor
             rule = setup["base_lr"] * size / setup["reference_batch_size"]
-            assert results["learning_rate"][norm][index] == pytest.approx(factor * rule)
+            assert results["learning_rate"][index] == pytest.approx(rule)
+            assert results["chosen_learning_rate"][norm][index] == pytest.approx(factor * rule)
 
 
 def test_as_good_as_is_two_sided_and_holds_from_there_on(results):

@@ -209,7 +209,9 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``config``; ``batch_sizes``; ``norms``;
         ``test_accuracy[norm]``, ``train_accuracy[norm]``: lists over batch
         sizes of lists over seeds (eval mode, fractions);
-        ``lr_factor[norm]``, ``learning_rate[norm]``: the chosen ones, per batch size;
+        ``lr_factor[norm]``, ``chosen_learning_rate[norm]``: the chosen ones, per batch size;
+        ``learning_rate``: the rule's rate per batch size (factor 1), as the candidates'
+        reference;
         ``validation_accuracy[norm]``: per batch size, per factor (mean over tuning seeds);
         ``steps``, ``samples_seen``: lists over batch sizes;
         ``minus_layer[norm][B]``: the paired difference to LayerNorm in points
@@ -259,7 +261,16 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
             zip(config.norms, table("train_accuracy_eval").tolist(), strict=True)
         ),
         "lr_factor": dict(zip(config.norms, chosen.tolist(), strict=True)),
-        "learning_rate": dict(zip(config.norms, learning_rate.tolist(), strict=True)),
+        "chosen_learning_rate": dict(zip(config.norms, learning_rate.tolist(), strict=True)),
+        "learning_rate": [
+            training.learning_rate(
+                config.training.lr_rule,
+                config.training.base_lr,
+                size,
+                config.training.reference_batch_size,
+            )
+            for size in config.batch_sizes
+        ],
         "validation_accuracy": dict(zip(config.norms, validation.tolist(), strict=True)),
         "steps": table("steps")[0, :, 0].tolist(),
         "samples_seen": table("samples_seen")[0, :, 0].tolist(),
@@ -322,7 +333,7 @@ def _headline(config: Config, test_accuracy: np.ndarray, results: dict) -> dict:
             "median_test_accuracy_percent_at_smallest_batch": at_smallest,
             "drop_from_best_to_smallest_batch_points": float(medians[best]) - at_smallest,
             "worst_seed_test_accuracy_percent_at_smallest_batch": worst_seed,
-            "learning_rate_at_smallest_batch": results["learning_rate"][norm][
+            "learning_rate_at_smallest_batch": results["chosen_learning_rate"][norm][
                 batch_sizes.index(smallest)
             ],
         }
@@ -381,7 +392,7 @@ def summary(results: dict) -> str:
     lines.append(f"{'steps':20s}" + "".join(f"{steps:>8d}" for steps in results["steps"]))
     lines.append("\nlearning rate chosen on validation")
     for norm in results["norms"]:
-        rates = results["learning_rate"][norm]
+        rates = results["chosen_learning_rate"][norm]
         lines.append(
             f"{plotting.method_label(norm):20s}" + "".join(f"{rate:8.3g}" for rate in rates)
         )
@@ -423,7 +434,7 @@ def plot(results: dict) -> Figure:
         )
         ax_lr.plot(
             batch_sizes,
-            results["learning_rate"][norm],
+            results["chosen_learning_rate"][norm],
             color=looks["color"],
             marker=looks["marker"],
             label=looks["label"],
