@@ -145,7 +145,7 @@ class Config(ExperimentConfig):
             methods=("batch", "group"),
             images_per_device=(2, 32),
             devices=2,
-            epochs=2,
+            epochs=1,
             base_learning_rates=(0.05, 0.1),
             tuning_seeds=(0,),
             seeds=(0, 1),

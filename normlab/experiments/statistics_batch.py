@@ -129,7 +129,7 @@ class Config(ExperimentConfig):
             sgd_batch_size=16,
             statistics_batch_sizes=(2, 16),
             seeds=(0, 1),
-            epochs=2,
+            epochs=1,
             learning_rates=(0.05, 0.1),
             tuning_seeds=(0,),
             cnn_widths=(8, 16),
