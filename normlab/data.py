@@ -43,6 +43,7 @@ __all__ = [
     "SequenceTask",
     "corpus_fingerprint",
     "corpus_text",
+    "digits_conv_features",
     "digits_hidden_features",
     "evaluation_windows",
     "iterate_minibatches",
@@ -228,6 +229,25 @@ def digits_hidden_features(width: int, seed: int, *, relu: bool = False) -> np.n
     if relu:
         features = nn.ReLU()(features)
         features = features[:, features.std(axis=0) > _CONSTANT_FEATURE_STD]
+    features.flags.writeable = False
+    return features
+
+
+@lru_cache(maxsize=8)
+def digits_conv_features(channels: int, seed: int) -> np.ndarray:
+    """The digits train images through a fixed random ``Conv2d(1, channels, 3, padding=1)``.
+
+    :class:`normlab.nn.Conv2d`'s initialization drawn from ``seed``: the (N, 8, 8, C)
+    feature map that the first BatchNorm2d of a digits CNN normalizes at initialization
+    (the CNN puts the norm between the convolution and the ReLU). Channels that are
+    constant over every image and position are dropped, so the result may have fewer
+    than ``channels``. float64, shape (1347, 8, 8, channels or fewer), read-only.
+    """
+    split = load_digits_split()
+    conv = nn.Conv2d(1, channels, 3, padding=1, rng=seed, dtype=np.float64)
+    features = conv(split.x_train_images.astype(np.float64))  # (n, 8, 8, C)
+    live = features.reshape(-1, features.shape[-1]).std(axis=0) > _CONSTANT_FEATURE_STD
+    features = np.ascontiguousarray(features[..., live])
     features.flags.writeable = False
     return features
 

@@ -58,6 +58,7 @@ __all__ = [
     "fit",
     "learning_rate",
     "predict",
+    "statistics_batch_size",
     "train_cnn",
     "train_language_model",
     "train_mlp",
@@ -244,15 +245,20 @@ def train_mode_predictions(
 
     The test set is split at random into batches of ``batch_size`` (a leftover
     of one sample joins the previous batch, since one sample has no batch
-    variance); each batch is run in train mode. The running statistics are
-    saved and restored, so the model is unchanged afterwards. Norms other than
-    BatchNorm give the same predictions as in eval mode.
+    variance); each batch is run in train mode. Ghost batches are switched off for
+    the pass, so each test batch is one statistics batch (:func:`fit` passes the
+    statistics batch of training, :func:`statistics_batch_size`). The running
+    statistics are saved and restored, so the model is unchanged afterwards. Norms
+    other than BatchNorm give the same predictions as in eval mode.
     """
     norms = batchnorm_layers(model)
     saved = [
         (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
         for layer in norms
     ]
+    ghost_sizes = [layer.ghost_batch_size for layer in norms]
+    for layer in norms:
+        layer.ghost_batch_size = None
     order = rng.permutation(len(x))
     starts = list(range(0, len(x), batch_size))
     if len(x) - starts[-1] == 1 and len(starts) > 1:
@@ -264,10 +270,27 @@ def train_mode_predictions(
         batch = order[start:stop]
         predictions[batch] = np.argmax(model(x[batch]), axis=1)
     model.eval()
-    for layer, (mean, var, count) in zip(norms, saved, strict=True):
+    for layer, (mean, var, count), ghost in zip(norms, saved, ghost_sizes, strict=True):
         layer.running_mean[...], layer.running_var[...] = mean, var
         layer.num_batches_tracked = count
+        layer.ghost_batch_size = ghost
     return predictions
+
+
+def statistics_batch_size(
+    model: nn.Sequential, batch_size: int, *, devices: int = 1, sync_batchnorm: bool = False
+) -> int:
+    """How many samples each BatchNorm statistic of one training step is taken over.
+
+    The SGD batch B on one device or with synchronized BatchNorm, B/k with per-device
+    BatchNorm on k devices, and at most g with ghost batches of g.
+
+    >>> statistics_batch_size(nn.MLP(4, 8, 2, rng=0, norm_kwargs={"ghost_batch_size": 4}), 32)
+    4
+    """
+    size = batch_size if sync_batchnorm else batch_size // devices
+    ghosts = [layer.ghost_batch_size for layer in batchnorm_layers(model) if layer.ghost_batch_size]
+    return min([size, *ghosts])
 
 
 def _make_optimizer(name: str, model, lr: float, momentum: float, weight_decay: float = 0.0):
@@ -410,7 +433,8 @@ def fit(
         ``test_accuracy_eval``: accuracy on the split's test (or validation) images in
         eval mode (running statistics); ``test_correct``: 1/0 per test image, for paired
         comparisons (:mod:`normlab.stats`); ``test_accuracy_train_mode``: accuracy in
-        train mode, each random test batch of B normalized by its own statistics;
+        train mode, each random test batch of the statistics batch size (B, B/k per
+        device, or g for ghost batches) normalized by its own statistics;
         ``train_accuracy_eval``; ``final_train_loss``: mean loss over the last epoch's
         steps; ``steps``, ``samples_seen``, ``learning_rate``; ``diverged``: True if the
         loss became NaN or inf (training stops there; the accuracies are then those of
@@ -466,7 +490,10 @@ def fit(
     with np.errstate(invalid="ignore", over="ignore"):
         test_eval = predict(model, x_test)
         train_eval = predict(model, x_train)
-        test_train_mode = train_mode_predictions(model, x_test, batch_size, rng)
+        statistics_batch = statistics_batch_size(
+            model, batch_size, devices=devices, sync_batchnorm=sync_batchnorm
+        )
+        test_train_mode = train_mode_predictions(model, x_test, statistics_batch, rng)
     correct = test_eval == split.y_test
     return {
         "test_accuracy_eval": float(np.mean(correct)),

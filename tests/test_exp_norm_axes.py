@@ -50,3 +50,28 @@ def test_size_formula_names_the_axes():
     assert norm_axes.size_formula([3, 4, 1], [3, 4, 8]) == "N·T = 3·4 = 12"
     assert norm_axes.size_formula([1, 4, 4], [3, 4, 8]) == "T·D/2 = 4·4 = 16"
     assert norm_axes.size_formula([1, 1, 8], [3, 4, 8]) == "D = 8"
+
+
+def test_image_cube_groups_are_wu_and_hes(results, config):
+    n, height, width, c = config.image_shape
+    positions, groups = height * width, config.image_num_groups
+    expected = {
+        "batch": n * positions,
+        "layer": c * positions,
+        "instance": positions,
+        "group": positions * c // groups,
+        "layer_channels": c,
+    }
+    for method, size in expected.items():
+        assert results["headline"][f"group_size_image_{method}"] == size, method
+    cube = {method: np.asarray(one["labels"]) for method, one in results["image_methods"].items()}
+    # (N, C, H·W): BatchNorm's label depends on the channel only, LayerNorm's on the sample
+    assert np.all(cube["batch"] == cube["batch"][:1, :, :1])
+    assert np.all(cube["layer"] == cube["layer"][:, :1, :1])
+    assert np.all(cube["instance"] == cube["instance"][:, :, :1])
+
+
+def test_cube_size_formula_names_the_image_axes():
+    symbols = norm_axes.CUBE_AXIS_SYMBOLS
+    assert norm_axes.size_formula([1, 2, 4], [4, 6, 4], symbols) == "C/3·H·W = 2·4 = 8"
+    assert norm_axes.size_formula([4, 1, 4], [4, 6, 4], symbols) == "N·H·W = 4·4 = 16"

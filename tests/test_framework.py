@@ -170,6 +170,15 @@ def test_measured_tables_are_indexed_by_the_axes():
         measured.table("value", method="batch")
 
 
+def test_parts_measured_together_come_back_each_with_its_own_axes():
+    config = Toy()
+    first = config.runs(batch_size="batch_sizes", seed="seeds")
+    second = config.runs(seed="seeds", batch_size=(8,))
+    together = framework.measure_together(NAME, square_plus_seed, [first, second])
+    assert together[0].table("value").tolist() == [[4, 5], [16, 17]]
+    assert together[1].table("value").tolist() == [[64], [65]]  # (seeds, batch sizes)
+
+
 # ---------------------------------------------------------------------------
 # sweep: cache, resume, force, processes
 # ---------------------------------------------------------------------------

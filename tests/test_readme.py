@@ -65,6 +65,56 @@ def largest_drop_of_batch_free_norms(values: dict) -> float:
     return max(drops)
 
 
+def signed(value: float, digits: int = 1) -> str:
+    """A signed number as the README prints it: ``+0.6``, ``−2.0`` (a true minus sign)."""
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def unsigned_minus(value: float, digits: int = 1) -> str:
+    """A number with a true minus sign and no plus: ``−31.4``, ``1.6``."""
+    return f"{value:.{digits}f}".replace("-", "−")
+
+
+def paired(model_or_method: str | None, setting: str | None, size: str, interval_key: str):
+    """``−2.0 [−3.2, −0.9]``: a paired difference and its interval from a headline."""
+
+    def render(values: dict) -> str:
+        if model_or_method is None:  # accuracy_vs_batch_size: BatchNorm − LayerNorm
+            mean = -values["layer_minus_batch_points"][size]
+            low, high = values[interval_key][size]
+        else:
+            mean = values[model_or_method]["difference_to_reference_points"][setting][size]
+            low, high = values[model_or_method][interval_key][setting][size]
+        return f"{unsigned_minus(mean)} [{signed(low)}, {signed(high)}]".replace("[+", "[")
+
+    return render
+
+
+def first_size_never_worse(values: dict) -> str:
+    verdicts = values["batch_minus_layer_verdict"]
+    sizes = sorted(verdicts, key=int)
+    start = None
+    for size in reversed(sizes):
+        if verdicts[size] == "worse":
+            break
+        start = size
+    return f"from B = {start} on no interval lies below 0"
+
+
+def batch_norm_lowest_at_every_size(values: dict) -> bool:
+    methods = [
+        key
+        for key in values
+        if isinstance(values[key], dict) and "base_learning_rate" in values[key]
+    ]
+    sizes = values["batch"]["mean_test_error_percent"]
+    return all(
+        values["batch"]["mean_test_error_percent"][size]
+        == min(values[m]["mean_test_error_percent"][size] for m in methods)
+        for size in sizes
+    )
+
+
 def zero_means(text: str):
     """Render ``text`` if the value is exactly 0, else something the README does not contain."""
     return lambda value: text if value == 0 else f"<{value} is not 0>"
@@ -102,6 +152,37 @@ QUOTED = [
         at("jacobian_batch_eval_max_off_diagonal_block_norm"),
         zero_means("exactly 0 in eval"),
     ),
+    ("norm_axes", at("group_size_image_batch"), "N·H·W = {} values".format),
+    ("norm_axes", at("group_size_image_layer"), "over C·H·W = {},".format),
+    ("norm_axes", at("group_size_image_instance"), "over H·W = {} and".format),
+    ("norm_axes", at("group_size_image_group"), "over H·W·C/G = {},".format),
+    ("norm_axes", at("group_size_image_layer_channels"), "normalizes the C = {} channels".format),
+    ("batch_stat_noise", at("positions/values_per_image"), "B images × {} positions".format),
+    (
+        "batch_stat_noise",
+        at("positions/mean_ratio_to_iid_formula_average"),
+        "mean spreads {:.2f}×".format,
+    ),
+    (
+        "batch_stat_noise",
+        at("positions/var_ratio_to_iid_formula_average"),
+        "variance {:.2f}× as much".format,
+    ),
+    (
+        "batch_stat_noise",
+        at("positions/mean_worth_values_per_image"),
+        "worth {:.0f} values for the mean".format,
+    ),
+    (
+        "batch_stat_noise",
+        at("positions/var_worth_values_per_image"),
+        "and {:.0f} for the variance".format,
+    ),
+    (
+        "batch_stat_noise",
+        at("positions/mean_ratio_to_image_formula_average"),
+        "(measured/theory {:.3f})".format,
+    ),
     (
         "accuracy_vs_batch_size",
         at("per_method/batch/median_test_accuracy_percent_at_smallest_batch"),
@@ -110,14 +191,120 @@ QUOTED = [
     (
         "accuracy_vs_batch_size",
         at("per_method/batch/best_median_test_accuracy_percent"),
-        "({:.1f} % at".format,
+        "(median; {:.1f} % at its best".format,
     ),
     (
         "accuracy_vs_batch_size",
-        at("batch_within_1_point_of_layer_from_batch_size"),
-        "from B = {} on".format,
+        paired(None, None, "2", "batch_minus_layer_interval_points"),
+        "it is {} points at B = 2".format,
     ),
-    ("accuracy_vs_batch_size", largest_drop_of_batch_free_norms, "at most\n{:.1f} points".format),
+    (
+        "accuracy_vs_batch_size",
+        paired(None, None, "4", "batch_minus_layer_interval_points"),
+        "B = 4 ({})".format,
+    ),
+    (
+        "accuracy_vs_batch_size",
+        paired(None, None, "8", "batch_minus_layer_interval_points"),
+        "B = 8 ({})".format,
+    ),
+    ("accuracy_vs_batch_size", first_size_never_worse, "{}".format),
+    (
+        "accuracy_vs_batch_size",
+        lambda values: values["batch_minus_layer_verdict"]["128"] == "better",
+        lambda ahead: "(at B = 128 BatchNorm is ahead)" if ahead else "<not ahead at 128>",
+    ),
+    (
+        "accuracy_vs_batch_size",
+        at("batch_as_good_as_layer_from_batch_size"),
+        lambda start: "none is narrow enough" if start is None else f"<as good as from {start}>",
+    ),
+    ("accuracy_vs_batch_size", largest_drop_of_batch_free_norms, "at most {:.1f} points".format),
+    (
+        "accuracy_vs_batch_size",
+        lambda values: all(
+            verdict != "worse"
+            for size, verdict in values["minus_layer_verdict"]["none"].items()
+            if int(size) >= 4
+        ),
+        lambda fine: "not worse than LayerNorm from B = 4 on" if fine else "<worse somewhere>",
+    ),
+    (
+        "accuracy_vs_batch_size",
+        at("per_method/none/worst_seed_test_accuracy_percent_at_smallest_batch"),
+        "worst seed reaches {:.1f} %".format,
+    ),
+    ("statistics_batch", at("sgd_batch_size"), "fixed SGD batch B = {}".format),
+    (
+        "statistics_batch",
+        paired("mlp", "inside_fixed_batch", "2", "interval_points"),
+        "costs {} points against g = B".format,
+    ),
+    (
+        "statistics_batch",
+        paired("mlp", "small_sgd_batch", "2", "interval_points"),
+        "lr·g/B) {}".format,
+    ),
+    (
+        "statistics_batch",
+        paired("cnn", "inside_fixed_batch", "2", "interval_points"),
+        "loses {} at g = 2".format,
+    ),
+    (
+        "statistics_batch",
+        paired("cnn", "inside_fixed_batch", "4", "interval_points"),
+        "and {} at g = 4".format,
+    ),
+    (
+        "statistics_batch",
+        paired("cnn", "small_sgd_batch", "2", "interval_points"),
+        "no more ({} at B = 2)".format,
+    ),
+    *[
+        (
+            "group_norm_curve",
+            at(f"{method}/base_learning_rate"),
+            f"{label} {{:g}}".format,
+        )
+        for method, label in (
+            ("batch", "(BatchNorm"),
+            ("group", "GroupNorm"),
+            ("layer", "LayerNorm"),
+            ("instance", "InstanceNorm"),
+            ("none", "none"),
+        )
+    ],
+    (
+        "group_norm_curve",
+        at("batch/mean_test_error_percent/2"),
+        "error is {:.2f} % at N = 2".format,
+    ),
+    (
+        "group_norm_curve",
+        at("batch/mean_test_error_percent/32"),
+        "and {:.2f} % at N = 32".format,
+    ),
+    (
+        "group_norm_curve",
+        lambda values: (
+            f"{unsigned_minus(values['batch']['rise_from_largest_to_smallest_points'], 2)} points "
+            f"[{signed(values['batch']['rise_interval_points'][0], 2)}, "
+            f"{signed(values['batch']['rise_interval_points'][1], 2)}]"
+        ),
+        "(difference {})".format,
+    ),
+    (
+        "group_norm_curve",
+        batch_norm_lowest_at_every_size,
+        lambda lowest: "the lowest of the five at every N" if lowest else "<not the lowest>",
+    ),
+    (
+        "group_norm_curve",
+        at("group/mean_test_error_percent/32"),
+        "GroupNorm ({:.2f} % at N = 32)".format,
+    ),
+    ("group_norm_curve", at("layer/mean_test_error_percent/32"), "LayerNorm ({:.2f} %)".format),
+    ("group_norm_curve", at("steps/32"), "are only {} steps".format),
     ("train_eval_gap", at("eval_minus_train_mode_points/2"), "costs {:.1f} points at B = 2".format),
     ("train_eval_gap", at("eval_minus_train_mode_points/128"), zero_means("nothing at B = 128")),
     ("train_eval_gap", at("precise_bn_minus_eval_points/2"), "adds {:.1f} points at B = 2".format),

@@ -65,6 +65,8 @@ REGISTRY: tuple[str, ...] = (
     "batch_stat_noise",
     "batch_coupling",
     "accuracy_vs_batch_size",
+    "statistics_batch",
+    "group_norm_curve",
     "train_eval_gap",
     "running_stats",
     "padding_stats",

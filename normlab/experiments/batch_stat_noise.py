@@ -36,10 +36,31 @@ Theory, for B independent samples with variance σ² and kurtosis κ = E[(x−μ
   Gaussian formula says, by about √((κ−1)/2) at large B; the figure shows
   the measured spread against both formulas.
 
+Images. In a CNN, BatchNorm2d takes one statistic per channel over the B images of the
+batch AND their H·W positions, so the argument "a CNN statistic averages B·H·W values"
+would give std σ/√(B·H·W). But the positions of one image are not independent draws:
+neighbouring outputs share input pixels, and one image's strokes set all of its
+positions at once, so the values of one image are correlated (either way). The third
+column measures this on the feature map BatchNorm2d normalizes in the digits CNN's first
+block (the digits images through a fixed random ``Conv2d(1, C, 3, padding=1)``, before
+the ReLU, :func:`normlab.data.digits_conv_features`): batches of B images drawn with
+replacement, each channel's mean and biased variance over the B·H·W values. The exact
+theory for B independent *images* is std(image mean)/√B for the batch mean (the batch
+mean is the mean of the B image means), and, to first order in 1/B, std over images of
+each image's mean of (x − μ)², divided by √B, for the variance. The figure shows the
+measured spread against the i.i.d. B·H·W formula (with the pooled σ and kurtosis) and
+against the per-image one. "Values worth per image" is H·W / (measured / i.i.d.)²: how
+many independent values one image's H·W positions are worth for that statistic.
+Each batch's statistics are combined exactly from each image's own mean and sum of
+squared deviations (two passes, no E[x²] − E[x]²; a test checks them against
+:func:`normlab.functional.moments` over the (B, H, W) axes).
+
 What would refute the theory: a Gaussian batch-mean spread off σ/√B, or a Gaussian
 variance spread off the exact formula, by more than the sampling error of
-``num_batches`` batches (a few percent); or a digits mean spread off σ/√B (the mean's
-formula holds for any distribution).
+``num_batches`` batches (a few percent); a digits mean spread off σ/√B (the mean's
+formula holds for any distribution); or an image-position mean spread off
+std(image mean)/√B, the exact formula for independent images. Whether the i.i.d.
+B·H·W formula over- or underestimates the image case is the measurement itself.
 """
 
 from __future__ import annotations
@@ -57,6 +78,7 @@ from normlab.experiments.framework import (
     choices,
     integer,
     integers,
+    measure_together,
     number,
     seeds,
 )
@@ -66,6 +88,9 @@ NAME = "batch_stat_noise"
 #: The populations the batches are drawn from.
 POPULATIONS = ("gaussian", "digits_relu")
 
+#: The CNN feature map, measured beside the populations of vectors (the third column).
+IMAGE_POPULATION = "digits_conv_positions"
+
 #: The quantities measured per run; each is averaged over the features.
 QUANTITIES = (
     "std_mean_over_sigma",  # std of the batch mean / σ
@@ -73,6 +98,16 @@ QUANTITIES = (
     "mean_ratio",  # measured std of the batch mean / (σ/√B)
     "var_ratio",  # measured std of the variance / theory with the population's kurtosis
     "var_ratio_gaussian_theory",  # measured std of the variance / Gaussian theory (κ = 3)
+)
+
+#: The quantities measured per run on the positions of a CNN feature map (channel means).
+POSITION_QUANTITIES = (
+    "std_mean_over_sigma",  # std of the batch mean / pooled σ
+    "std_var_over_sigma2",  # std of the biased batch variance / pooled σ²
+    "mean_ratio_iid",  # measured / σ/√(B·H·W), as if the B·H·W values were independent
+    "var_ratio_iid",  # measured / the exact formula for B·H·W independent values
+    "mean_ratio_images",  # measured / std(image mean)/√B: exact for independent images
+    "var_ratio_images",  # measured / std(image mean of (x − μ)²)/√B: first order in 1/B
 )
 
 
@@ -101,8 +136,11 @@ class Config(ExperimentConfig):
         How many independent Gaussian features (the result is averaged over them).
     hidden_width : int
         Width of the random Linear + ReLU applied to the digits.
+    image_channels : int
+        Channels of the random Conv2d whose feature map gives the image positions.
     network_seed : int
-        Seeds that Linear layer (fixed across runs: it defines the population).
+        Seeds that Linear layer and that Conv2d (fixed across runs: they define the
+        populations).
     """
 
     batch_sizes: tuple[int, ...] = integers(
@@ -115,6 +153,7 @@ class Config(ExperimentConfig):
     gaussian_std: float = number(2.0, above=0)
     num_gaussian_features: int = integer(16, minimum=1)
     hidden_width: int = integer(32, minimum=1)
+    image_channels: int = integer(8, minimum=1)
     network_seed: int = integer(0, minimum=0)
 
     @classmethod
@@ -171,7 +210,12 @@ def draw_batches(run: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
 
 def measure_one(run: dict) -> dict:
-    """Spread of the batch mean and variance for one (population, B, seed), over the features."""
+    """Spread of the batch mean and variance for one (population, B, seed), over the features.
+
+    The population :data:`IMAGE_POPULATION` is the CNN feature map (:func:`measure_positions`).
+    """
+    if run["population"] == IMAGE_POPULATION:
+        return measure_positions(run)
     population_index = POPULATIONS.index(run["population"])
     rng = np.random.default_rng((run["seed"], run["batch_size"], population_index))
     batches, sigma, kurtosis = draw_batches(run, rng)  # (K, B, D), (D,), (D,)
@@ -192,6 +236,68 @@ def measure_one(run: dict) -> dict:
     }
 
 
+def image_moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's channel means and biased variances over its H·W positions: (n, C) each."""
+    mean, var, _ = F.moments(features, reduce_axes=(1, 2))  # (n, 1, 1, C) each
+    return mean[:, 0, 0], var[:, 0, 0]
+
+
+def batch_moments_from_images(image_mean: np.ndarray, image_var: np.ndarray, rows: np.ndarray):
+    """Mean and biased variance over the B·H·W values of each batch of images ``rows`` (K, B).
+
+    Exactly what :func:`normlab.functional.moments` gives over the (B, H, W) axes, from
+    each image's own statistics, in two passes: the batch mean is the mean of the image
+    means; the sum of squared deviations from it is, per image, the image's own sum
+    ``H·W·var`` plus ``H·W·(image mean − batch mean)²``. Returns (K, C) each.
+    """
+    means = image_mean[rows]  # (K, B, C)
+    batch_mean = means.mean(axis=1)  # (K, C)
+    spread = np.mean((means - batch_mean[:, None]) ** 2, axis=1)  # (K, C)
+    return batch_mean, image_var[rows].mean(axis=1) + spread
+
+
+def position_population(channels: int, network_seed: int) -> dict:
+    """The pooled σ and κ of each channel and the per-image spreads the theory needs."""
+    features = data.digits_conv_features(channels, network_seed)  # (n, H, W, C)
+    pooled = features.reshape(-1, features.shape[-1])  # (n·H·W, C)
+    sigma, kurtosis = population_moments(pooled)
+    centered_square = (features - pooled.mean(axis=0)) ** 2  # (n, H, W, C)
+    return {
+        "sigma": sigma,
+        "kurtosis": kurtosis,
+        "std_image_mean": features.mean(axis=(1, 2)).std(axis=0),  # (C,)
+        "std_image_centered_square": centered_square.mean(axis=(1, 2)).std(axis=0),  # (C,)
+        "positions": features.shape[1] * features.shape[2],
+    }
+
+
+def measure_positions(run: dict) -> dict:
+    """Spread of the channel statistics of batches of B images over their H·W positions."""
+    features = data.digits_conv_features(run["image_channels"], run["network_seed"])
+    population = position_population(run["image_channels"], run["network_seed"])
+    rng = np.random.default_rng((run["seed"], run["batch_size"], len(POPULATIONS)))
+    rows = rng.integers(0, features.shape[0], size=(run["num_batches"], run["batch_size"]))
+    mean, var = batch_moments_from_images(*image_moments(features), rows)  # (K, C) each
+    measured_std_mean = np.std(mean, axis=0, ddof=1)  # (C,)
+    measured_std_var = np.std(var, axis=0, ddof=1)  # (C,)
+    batch_size, sigma = run["batch_size"], population["sigma"]
+    values = batch_size * population["positions"]  # B·H·W values per statistic
+    iid_var = std_of_biased_variance(sigma, population["kurtosis"], values)
+    root_batch = np.sqrt(batch_size)
+    return {
+        "std_mean_over_sigma": float(np.mean(measured_std_mean / sigma)),
+        "std_var_over_sigma2": float(np.mean(measured_std_var / sigma**2)),
+        "mean_ratio_iid": float(np.mean(measured_std_mean / std_of_mean(sigma, values))),
+        "var_ratio_iid": float(np.mean(measured_std_var / iid_var)),
+        "mean_ratio_images": float(
+            np.mean(measured_std_mean / (population["std_image_mean"] / root_batch))
+        ),
+        "var_ratio_images": float(
+            np.mean(measured_std_var / (population["std_image_centered_square"] / root_batch))
+        ),
+    }
+
+
 def run(config: Config, options: SweepOptions | None = None) -> dict:
     """Measure every (population, batch size, seed); return the spreads and the theory.
 
@@ -207,10 +313,17 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``std_var_over_sigma2_gaussian`` (κ = 3);
         ``kurtosis[population]``: mean, min and max over the features;
         ``num_features[population]``;
+        ``positions``: the CNN feature map: ``measured[quantity]`` (lists over batch
+        sizes of lists over seeds, :data:`POSITION_QUANTITIES`), ``theory`` (per batch
+        size, in units of σ: ``iid_std_mean``, ``images_std_mean``), ``num_channels``,
+        ``values_per_image`` (H·W), ``kurtosis`` (mean, min, max);
         ``headline``.
     """
     runs = config.runs(population="populations", batch_size="batch_sizes", seed="seeds")
-    measured_runs = runs.measure(NAME, measure_one, options)
+    image_runs = config.runs(population=(IMAGE_POPULATION,), batch_size="batch_sizes", seed="seeds")
+    measured_runs, measured_images = measure_together(
+        NAME, measure_one, [runs, image_runs], options
+    )
     # (populations, batch sizes, seeds) per quantity
     measured = {quantity: measured_runs.table(quantity) for quantity in QUANTITIES}
     batch_sizes = np.asarray(config.batch_sizes)
@@ -242,6 +355,31 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
             "max": float(kurtosis.max()),
         }
         results["num_features"][population] = int(kurtosis.size)
+    population = position_population(config.image_channels, config.network_seed)
+    sigma = population["sigma"]
+    results["positions"] = {
+        "measured": {
+            quantity: measured_images.table(quantity)[0].tolist()  # (batch sizes, seeds)
+            for quantity in POSITION_QUANTITIES
+        },
+        "theory": {
+            "iid_std_mean_over_sigma": [
+                float(np.mean(std_of_mean(1.0, size * population["positions"])))
+                for size in batch_sizes
+            ],
+            "images_std_mean_over_sigma": [
+                float(np.mean(population["std_image_mean"] / sigma / np.sqrt(size)))
+                for size in batch_sizes
+            ],
+        },
+        "num_channels": int(sigma.size),
+        "values_per_image": population["positions"],
+        "kurtosis": {
+            "mean": float(population["kurtosis"].mean()),
+            "min": float(population["kurtosis"].min()),
+            "max": float(population["kurtosis"].max()),
+        },
+    }
     results["headline"] = _headline(results, config)
     return results
 
@@ -271,7 +409,63 @@ def _headline(results: dict, config: Config) -> dict:
             ),
             "mean_kurtosis": results["kurtosis"][population]["mean"],
         }
+    positions = results["positions"]
+    measured = {key: np.asarray(values) for key, values in positions["measured"].items()}
+    per_image = positions["values_per_image"]
+    mean_iid, var_iid = np.mean(measured["mean_ratio_iid"]), np.mean(measured["var_ratio_iid"])
+    headline["positions"] = {
+        "values_per_image": per_image,
+        "mean_ratio_to_iid_formula_average": float(mean_iid),
+        "var_ratio_to_iid_formula_average": float(var_iid),
+        "mean_ratio_to_image_formula_average": float(np.mean(measured["mean_ratio_images"])),
+        "var_ratio_to_image_formula_at_largest_B": float(np.mean(measured["var_ratio_images"][-1])),
+        "mean_worth_values_per_image": float(per_image / mean_iid**2),
+        "var_worth_values_per_image": float(per_image / var_iid**2),
+        "mean_kurtosis": positions["kurtosis"]["mean"],
+    }
     return headline
+
+
+def summary(results: dict) -> str:
+    """The spreads against the theory as text, per population, then the feature map."""
+    sizes = results["batch_sizes"]
+    config = results["config"]
+    lines = [
+        f"batch sizes {sizes}, {config['num_batches']} batches each, "
+        f"{len(config['seeds'])} seed(s); spreads in units of σ (mean) and σ² (variance)"
+    ]
+
+    def row(name: str, values) -> str:
+        return f"  {name:20s}" + "".join(f"{value:8.3f}" for value in values)
+
+    for population, measured in results["measured"].items():
+        theory = results["theory"][population]
+        kurtosis = results["kurtosis"][population]["mean"]
+        lines += [
+            f"\n{population} (mean kurtosis κ = {kurtosis:.1f}):",
+            f"  {'B':20s}" + "".join(f"{size:>8d}" for size in sizes),
+            row("std(mean)/σ", np.mean(measured["std_mean_over_sigma"], axis=1)),
+            row("theory 1/√B", theory["std_mean_over_sigma"]),
+            row("std(var)/σ²", np.mean(measured["std_var_over_sigma2"], axis=1)),
+            row("theory with κ", theory["std_var_over_sigma2"]),
+            row("Gaussian formula", theory["std_var_over_sigma2_gaussian"]),
+        ]
+    positions = results["positions"]
+    measured = positions["measured"]
+    lines += [
+        f"\nCNN feature map: {positions['num_channels']} channels, "
+        f"H·W = {positions['values_per_image']} positions per image, "
+        f"mean kurtosis κ = {positions['kurtosis']['mean']:.1f}",
+        f"  {'B (images)':20s}" + "".join(f"{size:>8d}" for size in sizes),
+        row("std(mean)/σ", np.mean(measured["std_mean_over_sigma"], axis=1)),
+        row("i.i.d. 1/√(B·H·W)", positions["theory"]["iid_std_mean_over_sigma"]),
+        row("per image", positions["theory"]["images_std_mean_over_sigma"]),
+        row("mean / i.i.d.", np.mean(measured["mean_ratio_iid"], axis=1)),
+        row("variance / i.i.d.", np.mean(measured["var_ratio_iid"], axis=1)),
+        row("mean / per image", np.mean(measured["mean_ratio_images"], axis=1)),
+        row("variance / per image", np.mean(measured["var_ratio_images"], axis=1)),
+    ]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -315,14 +509,85 @@ def _spread(ax, batch_sizes, samples, population: str, label: str | None = None)
     )
 
 
+#: The look of the image-position measurements (BatchNorm2d's statistics).
+_POSITION_LOOKS = {
+    "mean": {"color": plotting.METHODS["batch"].color, "marker": "o"},
+    "var": {"color": plotting.COLORS["vermillion"], "marker": "s"},
+}
+
+
+def _plot_positions(ax_spread, ax_ratio, results: dict, batch_sizes) -> None:
+    """The third column: a CNN feature map's channel mean over B·H·W positions."""
+    positions = results["positions"]
+    measured, theory = positions["measured"], positions["theory"]
+    per_image = positions["values_per_image"]
+    plotting.plot_spread(
+        ax_spread,
+        batch_sizes,
+        measured["std_mean_over_sigma"],
+        center="mean",
+        label="measured: std of the channel mean / σ",
+        **_POSITION_LOOKS["mean"],
+    )
+    plotting.reference_line(
+        ax_spread,
+        batch_sizes,
+        theory["iid_std_mean_over_sigma"],
+        label=f"as if B·H·W independent values: 1/√(B·{per_image})",
+    )
+    plotting.reference_line(
+        ax_spread,
+        batch_sizes,
+        theory["images_std_mean_over_sigma"],
+        linestyle=":",
+        label="B independent images: std(image mean)/(σ√B)",
+    )
+    for statistic, key, label in (
+        ("mean", "mean_ratio_iid", "mean / i.i.d. B·H·W formula"),
+        ("var", "var_ratio_iid", "variance / i.i.d. B·H·W formula (pooled κ)"),
+    ):
+        plotting.plot_spread(
+            ax_ratio,
+            batch_sizes,
+            measured[key],
+            center="mean",
+            label=label,
+            **_POSITION_LOOKS[statistic],
+        )
+    for statistic, key, label in (
+        ("mean", "mean_ratio_images", "mean / per-image formula (exact)"),
+        ("var", "var_ratio_images", "variance / per-image formula (first order)"),
+    ):
+        plotting.plot_spread(
+            ax_ratio,
+            batch_sizes,
+            measured[key],
+            center="mean",
+            label=label,
+            linestyle="--",
+            markerfacecolor="white",
+            **_POSITION_LOOKS[statistic],
+        )
+    ax_ratio.axhline(1.0, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=1.6)
+    ax_spread.set_title(f"CNN feature map: B images × {per_image} positions")
+    ax_ratio.set_title("feature map: measured / theory")
+    ax_spread.set_ylabel("std of batch mean / σ")
+    ax_ratio.set_ylabel("measured / theory")
+    ax_spread.set_yscale("log")
+    plotting.plain_log_labels(ax_spread.yaxis)
+    ax_spread.legend(loc="lower left", fontsize=12)
+    ax_ratio.legend(loc="upper right", fontsize=11)
+
+
 @plotting.styled
 def plot(results: dict) -> Figure:
-    """2×2: spread of the mean and the variance (top), measured/theory (bottom)."""
+    """2×3: spread of the mean and the variance (top), measured/theory (bottom), images (right)."""
     config = results["config"]
     batch_sizes = np.asarray(results["batch_sizes"])
     populations = list(results["measured"])
-    figure, axes = plotting.subplots(2, 2, width=15.0, height=11.0)
-    (ax_mean, ax_var), (ax_mean_ratio, ax_var_ratio) = axes
+    figure, axes = plotting.subplots(2, 3, width=22.0, height=11.0)
+    (ax_mean, ax_var, ax_image), (ax_mean_ratio, ax_var_ratio, ax_image_ratio) = axes
+    _plot_positions(ax_image, ax_image_ratio, results, batch_sizes)
 
     for population in populations:
         measured = results["measured"][population]
@@ -384,6 +649,8 @@ def plot(results: dict) -> Figure:
     ax_var_ratio.set_title("batch variance: measured / theory")
     for ax in axes.flat:
         plotting.log2_axis(ax, batch_sizes, label="batch size B")
+    for ax in axes[:, 2]:
+        ax.set_xlabel("batch size B (images)")
     for ax in (ax_mean, ax_var):
         ax.set_yscale("log")
         ax.legend(loc="lower left")
@@ -403,6 +670,10 @@ def plot(results: dict) -> Figure:
         + f". Gaussian: {config['num_gaussian_features']} features "
         f"N({config['gaussian_mean']:g}, {config['gaussian_std']:g}²). Digits: "
         f"{results['num_features'].get('digits_relu', 0)} live features of a fixed random "
-        f"Linear(64, {config['hidden_width']}) + ReLU, batches drawn with replacement.",
+        f"Linear(64, {config['hidden_width']}) + ReLU, batches drawn with replacement. "
+        f"Feature map: the digits through a fixed random Conv2d(1, "
+        f"{config['image_channels']}, 3×3), before the ReLU, "
+        f"{results['positions']['num_channels']} live channels, what the CNN's first "
+        "BatchNorm2d normalizes.",
     )
     return figure

@@ -111,6 +111,7 @@ __all__ = [
     "integer",
     "integers",
     "load_results",
+    "measure_together",
     "number",
     "numbers",
     "progress_display",
@@ -541,6 +542,23 @@ class Measured:
         ]
         values = np.asarray(picked)
         return values.reshape(shape + values.shape[1:])
+
+
+def measure_together(
+    name: str, function: Callable[[dict], Any], parts: Sequence[Runs], options=None
+) -> list[Measured]:
+    """``function`` over the runs of several sweeps in ONE :func:`sweep`; a Measured per part.
+
+    For an experiment whose parts have different axes (e.g. each model at its own chosen
+    learning rate): one sweep keeps every worker busy until the last run, where a sweep
+    per part would wait for the slowest run of each part in turn.
+    """
+    results = sweep(name, function, [run for part in parts for run in part], options)
+    measured, start = [], 0
+    for part in parts:
+        measured.append(Measured(part, results[start : start + len(part)]))
+        start += len(part)
+    return measured
 
 
 def _pick(result, key):

@@ -29,9 +29,20 @@ layers, while RMSNorm's outputs have mean square 1 but a non-zero mean.
 Expected group sizes: N·T (BatchNorm), D (LayerNorm, RMSNorm), T·D/G
 (GroupNorm), T (InstanceNorm).
 
-What would refute this picture of the layers: a measured group of any other size, a
-sharing relation that is not a partition (the probe raises), or RMSNorm outputs whose
-group means are 0 (it would be centering after all).
+Images. The second row is Wu & He's (2018, "Group Normalization") Figure 2: an image
+block (N, H, W, C) drawn as a cube with N across, C in depth and the H·W positions
+stacked upwards, for BatchNorm (per channel, over N·H·W), LayerNorm as the paper defines
+it on feature maps (per image, over C·H·W: ``GroupNorm`` with one group), InstanceNorm
+(per image and channel, over H·W) and GroupNorm (per image, over H·W and C/G channels),
+plus normlab's channels-last ``LayerNorm(C)``, which the CNN's ``norm="layer"`` uses:
+per image *and position*, over C only, a different layer from the paper's LayerNorm. The
+same probe measures the groups on a random (N, H, W, C) block; the cube colours the group
+of the entry (sample 0, channel 0, the top position) on its three visible faces.
+Expected: N·H·W, C·H·W, H·W, H·W·C/G and C.
+
+What would refute this picture of the layers: a measured group of any other size (on
+either block), a sharing relation that is not a partition (the probe raises), or RMSNorm
+outputs whose group means are 0 (it would be centering after all).
 """
 
 from __future__ import annotations
@@ -39,13 +50,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 import normlab as nl
 from normlab import plotting
-from normlab.experiments.framework import ExperimentConfig, SweepOptions, integer, integers
+from normlab.experiments.framework import (
+    ExperimentConfig,
+    SweepOptions,
+    integer,
+    integers,
+    measure_together,
+)
 
 NAME = "norm_axes"
 
@@ -62,6 +80,19 @@ CHANGE_THRESHOLD = 1e-9
 
 #: The names of the three axes of the block, as they appear in the formulas.
 AXIS_SYMBOLS = ("N", "T", "D")
+
+#: The axes of the image cube as Wu & He draw them: (N, C, H·W).
+CUBE_AXIS_SYMBOLS = ("N", "C", "H·W")
+
+#: The panels of the image cube: key -> (kind of make_norm, its options, the style key
+#: in plotting.METHODS, the title). LayerNorm is the paper's (GroupNorm with one group).
+IMAGE_METHODS = {
+    "batch": ("batch", {}, "batch", "BatchNorm"),
+    "layer": ("group", {"num_groups": 1}, "layer", "LayerNorm\n(Wu & He: over C, H, W)"),
+    "instance": ("instance", {}, "instance", "InstanceNorm"),
+    "group": ("group", None, "group", "GroupNorm"),
+    "layer_channels": ("layer", {}, "layer", "normlab LayerNorm(C)\n(per position)"),
+}
 
 
 # ---------------------------------------------------------------------------
@@ -84,6 +115,10 @@ class Config(ExperimentConfig):
     seed : int
         Seeds the random block x ~ N(1, 1) (a non-zero mean, so that RMSNorm's
         missing centering shows in the outputs).
+    image_shape : tuple of 4 ints
+        (N, H, W, C) of the image block of the cubes.
+    image_num_groups : int
+        G of the GroupNorm cube; must divide C.
     """
 
     num_samples: int = integer(3, minimum=1)
@@ -94,10 +129,21 @@ class Config(ExperimentConfig):
     num_groups: int = integer(2, minimum=1)
     highlight: tuple[int, int, int] = integers((1, 2, 5), minimum=0, length=3, sort=False)
     seed: int = integer(0, minimum=0)
+    # two positions and two channels at least: a statistic over one value cannot be seen
+    image_shape: tuple[int, int, int, int] = integers((4, 2, 2, 6), minimum=1, length=4, sort=False)
+    image_num_groups: int = integer(3, minimum=1)
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(num_samples=2, seq_len=3, num_features=8, num_groups=2, highlight=(1, 1, 5))
+        return cls(
+            num_samples=2,
+            seq_len=3,
+            num_features=8,
+            num_groups=2,
+            highlight=(1, 1, 5),
+            image_shape=(2, 2, 2, 4),
+            image_num_groups=2,
+        )
 
     def validate(self) -> None:
         shape = (self.num_samples, self.seq_len, self.num_features)
@@ -108,6 +154,17 @@ class Config(ExperimentConfig):
         if not all(index < size for index, size in zip(self.highlight, shape, strict=True)):
             raise ValueError(
                 f"highlight must be an (n, t, d) entry of the {shape} block, got {self.highlight}"
+            )
+        _, height, width, channels = self.image_shape
+        if height * width < 2 or channels < 2:
+            raise ValueError(
+                "image_shape needs at least 2 positions (H·W) and 2 channels (C), so that "
+                f"every statistic of the cube holds ≥ 2 values, got {self.image_shape}"
+            )
+        if channels % self.image_num_groups:
+            raise ValueError(
+                f"image_num_groups={self.image_num_groups} must divide the {channels} "
+                f"channels of image_shape {self.image_shape}"
             )
 
 
@@ -162,6 +219,13 @@ def group_extent(labels: np.ndarray, entry: tuple[int, int, int]) -> list[int]:
 
 
 def measure_one(run: dict) -> dict:
+    """One panel: a method on the (N, T, D) block (``block="sequence"``) or on the cube."""
+    if run["block"] == "image":
+        return measure_image(run)
+    return measure_sequence(run)
+
+
+def measure_sequence(run: dict) -> dict:
     """Probe one method's layer on the seeded block; its labels and group statistics."""
     shape = (run["num_samples"], run["seq_len"], run["num_features"])
     x = np.random.default_rng(run["seed"]).normal(1.0, 1.0, size=shape)  # (N, T, D)
@@ -185,6 +249,29 @@ def measure_one(run: dict) -> dict:
     }
 
 
+def image_layer(method: str, channels: int, num_groups: int) -> nl.Norm:
+    """The float64 layer of one cube panel (see :data:`IMAGE_METHODS`)."""
+    kind, options, _, _ = IMAGE_METHODS[method]
+    options = {"num_groups": num_groups} if options is None else options
+    return nl.make_norm(kind, channels, dtype=np.float64, **options)
+
+
+def measure_image(run: dict) -> dict:
+    """Probe one cube panel's layer on a seeded (N, H, W, C) block; labels as (N, C, H·W)."""
+    samples, height, width, channels = run["image_shape"]
+    x = np.random.default_rng(run["seed"]).normal(1.0, 1.0, size=run["image_shape"])
+    layer = image_layer(run["method"], channels, run["image_num_groups"])
+    labels = labels_from_sharing(sharing_matrix(layer, x)).reshape(x.shape)  # (N, H, W, C)
+    cube = np.moveaxis(labels, -1, 1).reshape(samples, channels, height * width)  # (N, C, H·W)
+    sizes = np.bincount(cube.reshape(-1))
+    return {
+        "labels": cube.tolist(),
+        "group_sizes": sorted(set(sizes.tolist())),
+        "num_groups": len(sizes),
+        "highlight_extent": group_extent(cube, (0, 0, 0)),
+    }
+
+
 def run(config: Config, options: SweepOptions | None = None) -> dict:
     """Probe every method; return its labels, group sizes and the output checks.
 
@@ -197,10 +284,22 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         ``num_groups``, ``highlight_extent`` (indices spanned along N, T, D),
         ``max_abs_group_mean_of_output``, ``min/max_group_mean_square_of_output``;
         ``same_groups_as_layer_norm[method]``: labels identical to LayerNorm's;
-        ``headline``: the group size of each method.
+        ``image_shape`` = [N, H, W, C]; ``image_methods[method]`` for the cube panels
+        (:data:`IMAGE_METHODS`): ``labels`` (N×C×H·W nested list), ``group_sizes``,
+        ``num_groups``, ``highlight_extent`` (along N, C, H·W) of entry (0, 0, 0);
+        ``headline``: the group size of each method (``image_`` for the cubes).
     """
-    runs = config.runs(method=METHODS)
-    measured = dict(zip(METHODS, runs.measure(NAME, measure_one, options).results, strict=True))
+    sequence_part, image_part = measure_together(
+        NAME,
+        measure_one,
+        [
+            config.runs(block=("sequence",), method=METHODS),
+            config.runs(block=("image",), method=tuple(IMAGE_METHODS)),
+        ],
+        options,
+    )
+    measured = dict(zip(METHODS, sequence_part.results, strict=True))
+    images = dict(zip(IMAGE_METHODS, image_part.results, strict=True))
     layer_labels = measured["layer"]["labels"]
     return {
         "config": config.to_dict(),
@@ -209,14 +308,23 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         "same_groups_as_layer_norm": {
             method: one["labels"] == layer_labels for method, one in measured.items()
         },
+        "image_shape": list(config.image_shape),
+        "image_methods": images,
         "headline": {
-            f"group_size_{method}": (
-                one["group_sizes"][0] if len(one["group_sizes"]) == 1 else one["group_sizes"]
-            )
+            f"group_size_{method}": _one_size(one["group_sizes"])
             for method, one in measured.items()
+        }
+        | {
+            f"group_size_image_{method}": _one_size(one["group_sizes"])
+            for method, one in images.items()
         }
         | {"rms_max_abs_group_mean_of_output": measured["rms"]["max_abs_group_mean_of_output"]},
     }
+
+
+def _one_size(group_sizes: list[int]):
+    """The group size when every group has it, else the list of sizes."""
+    return group_sizes[0] if len(group_sizes) == 1 else group_sizes
 
 
 # ---------------------------------------------------------------------------
@@ -226,14 +334,15 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
 _OTHER_GROUPS_COLOR = "#EEEEEE"
 
 
-def size_formula(extent: list[int], shape: list[int]) -> str:
+def size_formula(extent: list[int], shape: list[int], symbols_of_axes=AXIS_SYMBOLS) -> str:
     """The group size as a product of axes, e.g. ``"N·T = 3·4 = 12"`` or ``"T·D/2 = 4·4 = 16"``.
 
     An axis spanned fully is written by its symbol, a part of it as ``D/k``,
-    an axis the group does not span is left out.
+    an axis the group does not span is left out. ``symbols_of_axes`` names the axes
+    (the cube's are :data:`CUBE_AXIS_SYMBOLS`).
     """
     symbols, numbers = [], []
-    for symbol, spanned, size in zip(AXIS_SYMBOLS, extent, shape, strict=True):
+    for symbol, spanned, size in zip(symbols_of_axes, extent, shape, strict=True):
         if spanned > 1:  # an axis of which the group holds one index adds no factor
             symbols.append(symbol if spanned == size else f"{symbol}/{size // spanned}")
             numbers.append(spanned)
@@ -280,14 +389,98 @@ def _draw_grid(ax, labels: np.ndarray, highlight, color: str) -> None:
         spine.set_visible(False)
 
 
+#: The cube's oblique projection: one step along C moves a cell this far (right, up).
+_DEPTH_STEP = (0.42, 0.3)
+
+
+def _draw_cube(ax, labels: np.ndarray, color: str) -> None:
+    """An (N, C, H·W) block as a cube, Wu & He's Figure 2: N across, C in depth, H·W up.
+
+    The three visible faces are drawn cell by cell: the front (channel 0), the top (the
+    first position) and the right side (the last sample). A cell is coloured when its
+    entry shares a statistic with entry (0, 0, 0).
+    """
+    samples, channels, positions = labels.shape
+    target = labels[0, 0, 0]
+    dx, dy = _DEPTH_STEP
+    faces, colours = [], []
+
+    def add(corners, entry) -> None:
+        faces.append(corners)
+        colours.append(color if labels[entry] == target else _OTHER_GROUPS_COLOR)
+
+    for n in range(samples):  # front face, channel 0; position 0 at the top
+        for p in range(positions):
+            low, high = positions - 1 - p, positions - p
+            add([(n, low), (n + 1, low), (n + 1, high), (n, high)], (n, 0, p))
+    for n in range(samples):  # top face, position 0
+        for c in range(channels):
+            add(
+                [
+                    (n + c * dx, positions + c * dy),
+                    (n + 1 + c * dx, positions + c * dy),
+                    (n + 1 + (c + 1) * dx, positions + (c + 1) * dy),
+                    (n + (c + 1) * dx, positions + (c + 1) * dy),
+                ],
+                (n, c, 0),
+            )
+    for c in range(channels):  # right face, the last sample
+        for p in range(positions):
+            low, high = positions - 1 - p, positions - p
+            add(
+                [
+                    (samples + c * dx, low + c * dy),
+                    (samples + (c + 1) * dx, low + (c + 1) * dy),
+                    (samples + (c + 1) * dx, high + (c + 1) * dy),
+                    (samples + c * dx, high + c * dy),
+                ],
+                (samples - 1, c, p),
+            )
+    ax.add_collection(PolyCollection(faces, facecolors=colours, edgecolors="black", linewidths=1.0))
+    ax.text(samples / 2, -0.35, "N", ha="center", va="top", fontsize=14)
+    ax.text(-0.25, positions / 2, "H·W", ha="right", va="center", fontsize=14)
+    ax.text(
+        samples + channels * dx + 0.15, positions + channels * dy, "C", va="center", fontsize=14
+    )
+    ax.set_xlim(-1.3, samples + channels * dx + 0.9)
+    ax.set_ylim(-1.2, positions + channels * dy + 0.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
 @plotting.styled
 def plot(results: dict) -> Figure:
-    """One (N·T) × D grid per method, the highlighted entry's group coloured."""
+    """Top: one (N·T) × D grid per method. Bottom: Wu & He's image cube per method."""
     config = results["config"]
     shape = results["shape"]
     num_samples, seq_len, num_features = shape
     highlight = config["highlight"]
-    figure, axes = plotting.subplots(1, len(METHODS), width=20.0, height=9.2)
+    figure, all_axes = plotting.subplots(
+        2,
+        len(METHODS),
+        width=20.0,
+        height=15.0,
+        gridspec_kw={"height_ratios": [9.2, 5.8]},
+    )
+    axes, cube_axes = all_axes
+    image_shape = results["image_shape"]
+    cube_shape = [image_shape[0], image_shape[3], image_shape[1] * image_shape[2]]
+    for ax, (method, one) in zip(cube_axes, results["image_methods"].items(), strict=True):
+        _, _, style_key, title = IMAGE_METHODS[method]
+        color = plotting.METHODS[style_key].color
+        _draw_cube(ax, np.asarray(one["labels"]), color)
+        if method == "group":
+            title += f" (G={config['image_num_groups']})"
+        ax.set_title(title, color=color, fontweight="bold", fontsize=15)
+        ax.text(
+            0.5,
+            0.0,
+            "over " + size_formula(one["highlight_extent"], cube_shape, CUBE_AXIS_SYMBOLS),
+            transform=ax.transAxes,
+            ha="center",
+            va="top",
+            fontsize=13,
+        )
     for ax, method in zip(axes, METHODS, strict=True):
         measured = results["methods"][method]
         labels = np.asarray(measured["labels"])
@@ -319,9 +512,11 @@ def plot(results: dict) -> Figure:
     plotting.set_title(
         figure,
         "Which entries share one mean and variance? (coloured: the group of ★)",
-        f"(N, T, D) = ({num_samples}, {seq_len}, {num_features}) block drawn as N·T rows × D "
-        "columns; the groups are measured, not drawn by hand: for every entry of a random "
-        "block x ~ N(1, 1), add 1 and see which outputs of the normlab layer change. "
-        "Black lines: borders between groups.",
+        f"Top: (N, T, D) = ({num_samples}, {seq_len}, {num_features}) block drawn as N·T rows "
+        "× D columns, black lines: borders between groups. Bottom: an (N, H, W, C) = "
+        f"{tuple(image_shape)} image block as Wu & He's cube (N across, C in depth, H·W up), "
+        "the group of sample 0, channel 0, the top position. The groups are measured, not "
+        "drawn by hand: for every entry of a random block x ~ N(1, 1), add 1 and see which "
+        "outputs of the normlab layer change.",
     )
     return figure
