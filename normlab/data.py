@@ -245,7 +245,8 @@ def digits_conv_features(channels: int, seed: int) -> np.ndarray:
     """
     split = load_digits_split()
     conv = nn.Conv2d(1, channels, 3, padding=1, rng=seed, dtype=np.float64)
-    features = conv(split.x_train_images.astype(np.float64))  # (n, 8, 8, C)
+    with threadpool_limits(limits=1, user_api="blas"):  # as in digits_hidden_features
+        features = conv(split.x_train_images.astype(np.float64))  # (n, 8, 8, C)
     live = features.reshape(-1, features.shape[-1]).std(axis=0) > _CONSTANT_FEATURE_STD
     features = np.ascontiguousarray(features[..., live])
     features.flags.writeable = False
