@@ -144,25 +144,6 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def recompute_population_statistics(model, x_train: np.ndarray) -> None:
-    """Precise BN: replace every running mean/variance by the training-set statistics.
-
-    Resets the running averages, switches to ``momentum=None`` (cumulative
-    average) and runs ``x_train`` through the model in train mode as one batch,
-    with no weight update; then restores each layer's momentum and sets eval mode.
-    """
-    norms = training.batchnorm_layers(model)
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.reset_running_stats()
-        layer.momentum = None
-    model.train()
-    model(x_train)  # forward only: the weights are not touched
-    for layer, momentum in zip(norms, momenta, strict=True):
-        layer.momentum = momentum
-    model.eval()
-
-
 def batch_of_one_error(model, x_one: np.ndarray) -> str:
     """The ValueError message of a train-mode forward of one sample ('' if none is raised)."""
     model.train()
@@ -221,7 +202,7 @@ def measure_one(run: dict) -> dict:
     norms = training.batchnorm_layers(model)
     first_norm = norms[0]
     old_stats = [(layer.running_mean.copy(), layer.running_var.copy()) for layer in norms]
-    recompute_population_statistics(model, split.x_train)
+    training.recompute_batchnorm_statistics(model, split.x_train)
     # The first BatchNorm's input is x @ W of the first Linear: its training-set statistics,
     # in float64, against the float32 running averages (relative to the feature's spread).
     first_input = split.x_train.astype(np.float64) @ model[0].params["weight"].astype(np.float64)
