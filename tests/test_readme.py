@@ -146,6 +146,24 @@ QUOTED = [
     ),
     ("running_stats", at("cumulative_unbiased_running_var_over_true_var"), "to {:.3f} of".format),
     ("running_stats", at("cumulative_biased_alternative_over_true_var"), "give {:.3f}.".format),
+    ("precise_bn", at("probe_step"), "{} steps into training".format),
+    (
+        "precise_bn",
+        at("per_momentum/0.01/precise_minus_eval_points"),
+        "fixed (precise BN) gains {:.2f}\npoints".format,
+    ),
+    (
+        "precise_bn",
+        lambda values: values["per_momentum"]["0.01"]["precise_minus_eval_interval_points"],
+        lambda interval: "(Keras' 0.99; 95 % interval {:.2f} to {:.2f})".format(*interval),
+    ),
+    ("precise_bn", at("per_momentum/0.1/precise_minus_eval_points"), "and {:.2f}\nover".format),
+    (
+        "precise_bn",
+        lambda values: values["per_momentum"]["0.1"]["precise_minus_eval_interval_points"],
+        lambda interval: "(interval {:.2f} to {:.2f})".format(*interval).replace("-", "−"),
+    ),
+    ("precise_bn", at("precise_samples_needed"), "Precise BN from {} images is within".format),
     (
         "padding_stats",
         at("unmasked_mean_error_at_largest_fraction_median"),

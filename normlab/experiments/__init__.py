@@ -65,6 +65,7 @@ REGISTRY: tuple[str, ...] = (
     "accuracy_vs_batch_size",
     "train_eval_gap",
     "running_stats",
+    "precise_bn",
     "padding_stats",
     "causal_leak",
     "length_generalization",
