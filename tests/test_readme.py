@@ -165,6 +165,54 @@ QUOTED = [
     ),
     ("precise_bn", at("precise_samples_needed"), "Precise BN from {} images is within".format),
     (
+        "test_time_shift",
+        at("median_accuracy_percent/mlp/batch/contrast/0.25"),
+        "training statistics at {:.1f} % in the MLP".format,
+    ),
+    (
+        "test_time_shift",
+        at("median_accuracy_percent/cnn/batch/contrast/0.25"),
+        "and {:.1f} % in the CNN".format,
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            values["median_accuracy_percent"][model]["batch_adabn"]["contrast"]["0.25"]
+            for model in ("mlp", "cnn")
+        ],
+        lambda pair: "labels) give {:.1f} % and {:.1f} %".format(*pair),
+    ),
+    (
+        "test_time_shift",
+        at("adabn_affine_shift_accuracy_range_points/mlp"),
+        "(range {:.1f} points)".format,
+    ),
+    (
+        "test_time_shift",
+        at("median_accuracy_percent/mlp/layer/contrast/0.25"),
+        "LayerNorm keeps {:.1f} % in the MLP".format,
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            values["median_accuracy_percent"]["cnn"][norm]["contrast"]["0.25"]
+            for norm in ("layer", "group")
+        ],
+        lambda pair: "GroupNorm keep {:.1f} % and {:.1f} % in the CNN".format(*pair),
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            f(
+                by_method["noise"]["1.5"]
+                for by_method in values["median_accuracy_percent"][model].values()
+            )
+            for model in ("mlp", "cnn")
+            for f in (min, max)
+        ],
+        lambda ranges: "(MLP {:.1f}–{:.1f} %, CNN {:.1f}–{:.1f} %)".format(*ranges),
+    ),
+    (
         "padding_stats",
         at("unmasked_mean_error_at_largest_fraction_median"),
         "by {:.2f} feature".format,

@@ -66,6 +66,7 @@ REGISTRY: tuple[str, ...] = (
     "train_eval_gap",
     "running_stats",
     "precise_bn",
+    "test_time_shift",
     "padding_stats",
     "causal_leak",
     "length_generalization",
