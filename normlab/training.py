@@ -592,38 +592,40 @@ def fit(
     epoch_losses: list[float] = []
     budget_epochs = epochs if steps is None else math.inf
     epoch = 0
-    while epoch < budget_epochs and not diverged and (steps is None or taken < steps):
-        epoch += 1
-        epoch_losses = []
-        for batch in data.iterate_minibatches(len(x_train), batch_size, rng):
-            if renorm_schedule is not None:
-                r_max, d_max = renorm_schedule.limits(taken, planned_steps)
-                for layer in renorm_layers:
-                    layer.r_max, layer.d_max = r_max, d_max
-            if devices == 1:
-                loss, dlogits = nn.softmax_cross_entropy(
-                    model(x_train[batch]), split.y_train[batch]
-                )
-                if math.isfinite(loss):
-                    model.backward(dlogits)
-            else:
-                loss = parallel.data_parallel_step(
-                    model,
-                    x_train[batch],
-                    split.y_train[batch],
-                    devices=devices,
-                    sync_batchnorm=sync_batchnorm,
-                ).loss
-            if not math.isfinite(loss):
-                diverged = True
-                break
-            opt.step()
-            epoch_losses.append(loss)
-            taken += 1
-            if on_step is not None:
-                on_step(taken, model, loss)
-            if steps is not None and taken >= steps:
-                break
+    # A diverging run overflows on its way to a non-finite loss, which stops it (diverged)
+    with np.errstate(over="ignore", invalid="ignore"):
+        while epoch < budget_epochs and not diverged and (steps is None or taken < steps):
+            epoch += 1
+            epoch_losses = []
+            for batch in data.iterate_minibatches(len(x_train), batch_size, rng):
+                if renorm_schedule is not None:
+                    r_max, d_max = renorm_schedule.limits(taken, planned_steps)
+                    for layer in renorm_layers:
+                        layer.r_max, layer.d_max = r_max, d_max
+                if devices == 1:
+                    loss, dlogits = nn.softmax_cross_entropy(
+                        model(x_train[batch]), split.y_train[batch]
+                    )
+                    if math.isfinite(loss):
+                        model.backward(dlogits)
+                else:
+                    loss = parallel.data_parallel_step(
+                        model,
+                        x_train[batch],
+                        split.y_train[batch],
+                        devices=devices,
+                        sync_batchnorm=sync_batchnorm,
+                    ).loss
+                if not math.isfinite(loss):
+                    diverged = True
+                    break
+                opt.step()
+                epoch_losses.append(loss)
+                taken += 1
+                if on_step is not None:
+                    on_step(taken, model, loss)
+                if steps is not None and taken >= steps:
+                    break
 
     with np.errstate(invalid="ignore", over="ignore"):
         test_eval = predict(model, x_test)

@@ -72,6 +72,7 @@ RELATIONAL_RULES = [
     ("train_eval_gap", {"batch_sizes": (2, 4), "probe_batch_size": 32}, "probe_batch_size"),
     ("precise_bn", {"checkpoints": (25, 100), "probe_step": 50}, "probe_step"),
     ("test_time_shift", {"models": ("mlp",), "norms": ("instance",)}, "InstanceNorm"),
+    ("frozen_batchnorm", {"subset_size": 8, "batch_sizes": (2, 16)}, "subset_size"),
     ("batch_coupling", {"num_features": 6}, "multiple of 4"),
     ("norm_axes", {"num_features": 6, "num_groups": 4}, "divide"),
     ("norm_axes", {"highlight": (0, 0, 99)}, "highlight"),

@@ -213,6 +213,41 @@ QUOTED = [
         lambda ranges: "(MLP {:.1f}–{:.1f} %, CNN {:.1f}–{:.1f} %)".format(*ranges),
     ),
     (
+        "frozen_batchnorm",
+        at("median_test_accuracy_percent/train/2"),
+        "in train mode it reaches {:.1f} %".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("median_test_accuracy_percent/frozen/2"),
+        "still learning) {:.1f} %".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("frozen_minus_train_points_at_smallest"),
+        "a paired difference of {:.1f}\npoints".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("frozen_minus_train_interval_at_smallest"),
+        lambda interval: "(95 % interval {:.1f} to {:.1f})".format(*interval),
+    ),
+    (
+        "frozen_batchnorm",
+        lambda values: [
+            values["frozen_minus_train_points_at_largest"],
+            *values["frozen_minus_train_interval_at_largest"],
+        ],
+        lambda numbers: "(frozen − train {:.1f} points, interval {:.1f} to {:.1f})".format(
+            *numbers
+        ).replace("-", "−"),
+    ),
+    (
+        "frozen_batchnorm",
+        at("recomputed_minus_frozen_median_points/2"),
+        "changes the median by {:.1f} points at B = 2".format,
+    ),
+    (
         "padding_stats",
         at("unmasked_mean_error_at_largest_fraction_median"),
         "by {:.2f} feature".format,

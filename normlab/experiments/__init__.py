@@ -67,6 +67,7 @@ REGISTRY: tuple[str, ...] = (
     "running_stats",
     "precise_bn",
     "test_time_shift",
+    "frozen_batchnorm",
     "padding_stats",
     "causal_leak",
     "length_generalization",
