@@ -248,6 +248,42 @@ QUOTED = [
         "changes the median by {:.1f} points at B = 2".format,
     ),
     (
+        "batch_renorm",
+        at("median_eval_accuracy_percent/batch_renorm/2"),
+        "Batch Renorm reaches {:.1f} %".format,
+    ),
+    ("batch_renorm", at("median_eval_accuracy_percent/batch/2"), "BatchNorm's\n{:.1f} %".format),
+    (
+        "batch_renorm",
+        lambda values: [
+            values["renorm_minus_batch_points_at_smallest"],
+            *values["renorm_minus_batch_interval_at_smallest"],
+        ],
+        lambda numbers: "(paired difference {:.1f} points, 95 % interval {:.1f} to {:.1f})".format(
+            *numbers
+        ),
+    ),
+    (
+        "batch_renorm",
+        at("median_eval_accuracy_percent/group/2"),
+        "GroupNorm's {:.1f} %".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_train_eval_gap_points/batch_renorm/2"),
+        "train/eval gap at B = 2 is {:.1f} points".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_train_eval_gap_points/batch/2"),
+        "against BatchNorm's {:.1f},".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_clipped_share_percent/r/2"),
+        "r is at its limit for {:.0f} %".format,
+    ),
+    (
         "padding_stats",
         at("unmasked_mean_error_at_largest_fraction_median"),
         "by {:.2f} feature".format,

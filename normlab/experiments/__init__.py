@@ -68,6 +68,7 @@ REGISTRY: tuple[str, ...] = (
     "precise_bn",
     "test_time_shift",
     "frozen_batchnorm",
+    "batch_renorm",
     "padding_stats",
     "causal_leak",
     "length_generalization",
