@@ -65,3 +65,9 @@ def test_the_base_learning_rates_are_the_best_on_validation(results, quick_runs)
         ]
         expected = training.best_learning_rate(config["base_learning_rates"], table)
         assert results["base_learning_rates"][norm] == expected
+
+
+def test_the_summary_states_the_verdict_against_batchnorm(results):
+    text = batch_renorm.summary(results)
+    assert "Batch Renorm is better than BatchNorm" in text
+    assert "train/eval gap" in text

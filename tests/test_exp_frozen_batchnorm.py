@@ -62,3 +62,12 @@ def test_pretraining_and_fine_tuning_see_disjoint_digits_and_images():
     rows = {row.tobytes() for row in validation.x_train}
     assert not rows & {row.tobytes() for row in validation.x_test}  # validation: the others
     assert len(test.y_test) == np.sum(split.y_test >= 5)
+
+
+def test_the_summary_states_the_verdict_at_every_batch_size(results):
+    text = frozen_batchnorm.summary(results)
+    first = results["frozen_minus_train"]["frozen"][0]
+    assert f"B =   2: {first['points']:+6.1f} points" in text
+    assert text.count("than train mode") + text.count("(inconclusive)") + text.count(
+        "as good as train mode"
+    ) == 2 * len(results["batch_sizes"])

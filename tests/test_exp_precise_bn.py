@@ -67,3 +67,9 @@ def test_precise_bn_uses_the_whole_training_set_once(results):
     full = np.asarray(results["precise_full_accuracy"])
     probe = results["checkpoints"].index(results["headline"]["probe_step"])
     np.testing.assert_array_equal(full[probe], np.asarray(results["precise_accuracy_at_probe"])[-1])
+
+
+def test_the_summary_states_the_verdicts_of_the_run(results):
+    text = precise_bn.summary(results)
+    verdict = results["headline"]["per_momentum"]["0.01"]["precise_versus_eval_verdict"]
+    assert f"precise BN is {verdict} than the running averages" in text

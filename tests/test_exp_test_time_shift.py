@@ -75,3 +75,9 @@ def test_instance_norm_needs_the_cnn():
     with pytest.raises(ValueError, match="InstanceNorm"):
         test_time_shift.Config(models=("mlp",), norms=("instance",))
     assert test_time_shift.Config(models=("cnn",), norms=("instance",)).norms == ("instance",)
+
+
+def test_the_summary_has_a_row_per_method_and_the_adabn_range(results):
+    text = test_time_shift.summary(results)
+    assert "AdaBN: accuracy across every contrast and brightness tested varies by" in text
+    assert text.count("\n  LayerNorm") == len(results["models"])

@@ -339,3 +339,45 @@ def plot(results: dict) -> Figure:
         f"Batch Renorm: {schedule.describe()}. {spread[0].upper()}{spread[1:]}.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """Accuracy and train/eval gap of each method at each B, Batch Renorm's paired verdicts."""
+    headline = results["headline"]
+    sizes = [str(size) for size in results["batch_sizes"]]
+    header = "".join(f"{'B = ' + size:>9s}" for size in sizes)
+    lines = ["test accuracy, eval mode (%), median over seeds", f"  {'':45s}{header}"]
+    for norm in results["norms"]:
+        values = headline["median_eval_accuracy_percent"][norm]
+        lines.append(
+            f"  {plotting.method_label(norm):45s}" + "".join(f"{values[s]:9.1f}" for s in sizes)
+        )
+    lines += ["train/eval gap: eval − train-mode accuracy (points)", f"  {'':45s}{header}"]
+    for norm in results["norms"]:
+        values = headline["median_train_eval_gap_points"][norm]
+        lines.append(
+            f"  {plotting.method_label(norm):45s}" + "".join(f"{values[s]:9.1f}" for s in sizes)
+        )
+    if "median_clipped_share_percent" in headline:
+        for kind, values in headline["median_clipped_share_percent"].items():
+            label = f"Batch Renorm, {kind} clipped (% of features)"
+            lines.append(f"  {label:45s}" + "".join(f"{values[s]:9.1f}" for s in sizes))
+    smallest = headline["smallest_batch_size"]
+    for other in ("batch", "group"):
+        if f"renorm_minus_{other}_points_at_smallest" not in headline:
+            continue
+        low, high = headline[f"renorm_minus_{other}_interval_at_smallest"]
+        phrase = stats.verdict_phrase(
+            headline[f"renorm_versus_{other}_verdict_at_smallest"], plotting.method_label(other)
+        )
+        lines.append(
+            f"at B = {smallest}, Batch Renorm − {plotting.method_label(other)}: "
+            f"{headline[f'renorm_minus_{other}_points_at_smallest']:+.1f} points "
+            f"(95 % interval {low:+.1f} to {high:+.1f}): Batch Renorm is {phrase}"
+        )
+    return "\n".join(lines)

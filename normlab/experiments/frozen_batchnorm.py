@@ -397,3 +397,32 @@ def plot(results: dict) -> Figure:
         f"eval mode. {spread[0].upper()}{spread[1:]}; one subset per seed.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """Accuracy of each way at each batch size, the paired verdicts, in words from the numbers."""
+    headline = results["headline"]
+    sizes = [str(size) for size in results["batch_sizes"]]
+    median = headline["median_test_accuracy_percent"]
+    lines = [
+        "test accuracy on digits 5–9 (%), median over seeds, by fine-tuning batch size",
+        f"  {'':46s}" + "".join(f"{'B = ' + size:>9s}" for size in sizes),
+    ]
+    for mode in results["modes"]:
+        label = _LOOKS[mode][0]
+        lines.append(f"  {label:46s}" + "".join(f"{median[mode][size]:9.1f}" for size in sizes))
+    for mode in results["modes"][1:]:
+        lines.append(f"{_LOOKS[mode][0]} − train mode, paired (95 % interval):")
+        for size, row in zip(sizes, results["frozen_minus_train"][mode], strict=True):
+            low, high = row["interval_points"]
+            phrase = stats.verdict_phrase(row["verdict"], "train mode")
+            lines.append(
+                f"  B = {size:>3s}: {row['points']:+6.1f} points ({low:+.1f} to {high:+.1f}): "
+                f"{phrase}"
+            )
+    return "\n".join(lines)

@@ -401,3 +401,55 @@ def plot(results: dict) -> Figure:
         f"subsets per seed. At step {config['probe_step']}, {needed_text}.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """The numbers of the probe checkpoint and what they say, in words computed from them."""
+    config, headline = results["config"], results["headline"]
+    largest = headline["largest_precise_samples"]
+    lines = [
+        f"after {headline['probe_step']} steps (lr {config['learning_rate']:g}, "
+        f"B = {config['batch_size']}), test accuracy in %, median of {len(config['seeds'])} seeds:"
+    ]
+    for momentum in results["bn_momenta"]:
+        one = headline["per_momentum"][_momentum_key(momentum)]
+        lines.append(
+            f"  {_momentum_label(momentum):42s} {one['median_eval_accuracy_percent']:5.1f}   "
+            f"(start values still weigh {one['start_weight_at_probe']:.3f})"
+        )
+    lines.append(
+        f"  {'train mode, test batches of ' + str(config['batch_size']):42s} "
+        f"{headline['median_train_mode_accuracy_percent']:5.1f}"
+    )
+    by_samples = headline["median_precise_accuracy_percent_by_samples"]
+    lines.append(
+        "  precise BN from N images:  "
+        + ", ".join(
+            f"N={count}: {by_samples[str(count)]:.1f}" for count in results["precise_samples"]
+        )
+    )
+    lines.append(
+        f"precise BN from {largest} images minus the running averages (paired, 95 % interval):"
+    )
+    for momentum in results["bn_momenta"]:
+        one = headline["per_momentum"][_momentum_key(momentum)]
+        low, high = one["precise_minus_eval_interval_points"]
+        phrase = stats.verdict_phrase(one["precise_versus_eval_verdict"], "the running averages")
+        lines.append(
+            f"  momentum {momentum:g}: {one['precise_minus_eval_points']:+.2f} points "
+            f"({low:+.2f} to {high:+.2f}): precise BN is {phrase}"
+        )
+    needed = headline["precise_samples_needed"]
+    if needed is None:
+        lines.append(f"no N tested is within {WITHIN_POINTS:g} points of all {largest} images")
+    else:
+        lines.append(
+            f"precise BN is within {WITHIN_POINTS:g} points of all {largest} images from "
+            f"N = {needed} on"
+        )
+    return "\n".join(lines)

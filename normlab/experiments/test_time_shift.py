@@ -372,3 +372,36 @@ def plot(results: dict) -> Figure:
         f"recomputed on all 450 shifted test images, no labels. {spread[0].upper()}{spread[1:]}.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Summary
+# ---------------------------------------------------------------------------
+
+
+def summary(results: dict) -> str:
+    """Accuracy without a shift and at the strongest shift of each kind, and what it says."""
+    headline = results["headline"]
+    median = headline["median_accuracy_percent"]
+    strongest_of = headline["strongest"]
+    header = "".join(f"{kind + ' ' + strongest_of[kind]:>16s}" for kind in SHIFTS)
+    lines = []
+    for model in results["models"]:
+        lines.append(f"{model.upper()}, test accuracy (%), median over seeds:")
+        lines.append(f"  {'':56s}{'no shift':>9s}{header}")
+        for method in results["methods"]:
+            row = median[model][method]
+            unshifted = [
+                row[kind][f"{NO_SHIFT[kind]:g}"]
+                for kind in SHIFTS
+                if f"{NO_SHIFT[kind]:g}" in row[kind]
+            ]
+            clean = f"{unshifted[0]:9.1f}" if unshifted else f"{'—':>9s}"
+            values = "".join(f"{row[kind][strongest_of[kind]]:16.1f}" for kind in SHIFTS)
+            lines.append(f"  {_looks(method)['label']:56s}{clean}{values}")
+    for model, spread in headline.get("adabn_affine_shift_accuracy_range_points", {}).items():
+        lines.append(
+            f"{model.upper()}, AdaBN: accuracy across every contrast and brightness tested "
+            f"varies by {spread:.1f} points"
+        )
+    return "\n".join(lines)
