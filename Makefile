@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: figures figures-quick handouts handouts-quick test lint format lab bench clean
+.PHONY: figures figures-quick slides handouts handouts-quick test lint format lab bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ figures: $(STAMP)  ## regenerate every lecture figure into figures/
 
 figures-quick: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m normlab figures --quick --out figures-quick
+
+slides: $(STAMP)  ## the lecture slides (16:9, one message each) and slides/deck.pdf, from figures/*.json
+	MPLBACKEND=Agg $(BIN)/python -m normlab slides --out slides
 
 handouts: $(STAMP)  ## every notebook (lessons, solutions) run, as HTML with its figures, into handouts/
 	$(BIN)/python -m normlab.handouts --out handouts
@@ -54,4 +57,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_transformer.py --profile
 
 clean:
-	rm -rf $(VENV) .pytest_cache figures-quick figures-custom handouts handouts-quick
+	rm -rf $(VENV) .pytest_cache figures-quick figures-custom slides handouts handouts-quick

@@ -1,4 +1,4 @@
-"""The command line: ``python -m normlab list | figures | run``.
+"""The command line: ``python -m normlab list | figures | run | slides``.
 
 ::
 
@@ -7,6 +7,7 @@
     python -m normlab figures --quick --out /tmp/f  # small versions (seconds)
     python -m normlab figures --only batch_stat_noise --batch-sizes 2 4 8 16 --seeds 5
     python -m normlab run variance_numerics --seeds 20   # the same as figures --only NAME
+    python -m normlab slides                        # lecture slides from figures/*.json
 
 For each experiment ``figures`` writes ``<out>/<name>.png`` (and ``.svg``, ``.pdf``
 as asked), its numbers ``<out>/<name>.json``, and caches every finished run in
@@ -24,6 +25,12 @@ the others; sizes are sorted and repeats dropped, with a note. Every input is
 checked before anything runs: a bad one gives a one-line ``normlab: error: ...``
 on stderr, exit code 2, and no files. A config that runs but means little (e.g.
 a batch size so large that training takes a handful of steps) gets a warning.
+
+``slides`` draws, for every experiment that has slides (``list`` marks them), its
+one-message 16:9 slides from the results saved in ``figures/<name>.json`` (``--from DIR``
+reads another folder; nothing is recomputed) into ``slides/<name>-<slide>.png`` (``--out
+DIR``, ``--formats``), and all of them, in the order of the experiments, into
+``slides/deck.pdf``. A missing results file is an error naming the command that writes it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from normlab.experiments.framework import (
     SweepOptions,
     apply_overrides,
     ctrl_c_ignored,
+    load_results,
     save_results,
 )
 
@@ -65,6 +73,10 @@ CACHE_FOLDER = ".cache"
 LECTURE_FOLDER = Path("figures")
 QUICK_FOLDER = Path("figures-quick")
 CUSTOM_FOLDER = Path("figures-custom")
+
+#: Where ``slides`` writes by default, and the file name of its PDF deck there.
+SLIDES_FOLDER = Path("slides")
+DECK_NAME = "deck.pdf"
 
 
 class UsageError(Exception):
@@ -157,6 +169,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     one = commands.add_parser("run", parents=[options], help="the same as figures --only NAME")
     one.add_argument("name", metavar="NAME", help="the experiment to run")
+
+    slides = commands.add_parser(
+        "slides", help="draw the lecture slides and their PDF deck from the saved results"
+    )
+    slides.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="these experiments only (default: all with slides)",
+    )
+    slides.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=LECTURE_FOLDER,
+        metavar="DIR",
+        help=f"the folder of the saved results <name>.json (default: {LECTURE_FOLDER}/)",
+    )
+    slides.add_argument(
+        "--out",
+        type=Path,
+        default=SLIDES_FOLDER,
+        metavar="DIR",
+        help=f"output folder (default: {SLIDES_FOLDER}/)",
+    )
+    slides.add_argument(
+        "--formats",
+        nargs="+",
+        choices=plotting.FORMATS,
+        default=["png"],
+        help=f"formats of the single slides (default: png; the deck is always {DECK_NAME})",
+    )
     return parser
 
 
@@ -171,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "list":
         return list_experiments()
+    if args.command == "slides":
+        try:
+            return write_slides(plan_slides(args))
+        except UsageError as error:
+            return _usage_error(str(error))
     names = [args.name] if args.command == "run" else args.only
     try:
         plan = plan_figures(args, names)
@@ -205,7 +254,8 @@ def list_experiments() -> int:
     for experiment in registered:
         flags = [FLAGS[field] for field in OVERRIDABLE_FIELDS if field in experiment.field_names]
         takes = f"  [{' '.join(flags)}]" if flags else ""
-        print(f"{experiment.name:<{width}}  {experiment.description}{takes}")
+        has_slides = "  (slides)" if experiment.has_slides else ""
+        print(f"{experiment.name:<{width}}  {experiment.description}{takes}{has_slides}")
     return EXIT_OK
 
 
@@ -292,12 +342,12 @@ def _resolve_names(names: Sequence[str] | None) -> list[Experiment]:
     return [experiments.get(name) for name in dict.fromkeys(names)]
 
 
-def _check_writable(out: Path) -> None:
-    """Create ``out`` and its cache folder and write a probe file; UsageError if that fails."""
+def _check_writable(out: Path, *, with_cache: bool = True) -> None:
+    """Create ``out`` (and its cache folder) and write a probe file; UsageError if that fails."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"output folder {str(out)!r} is a file")
     try:
-        (out / CACHE_FOLDER).mkdir(parents=True, exist_ok=True)
+        (out / CACHE_FOLDER if with_cache else out).mkdir(parents=True, exist_ok=True)
         probe = out / ".normlab-write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -335,4 +385,89 @@ def write_figures(plan: Plan) -> int:
         f"numbers: {plan.out}/<name>.json next to each figure; "
         f"finished runs cached in {plan.options.cache_dir}/ (--force recomputes)"
     )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# slides: drawn from the saved results, nothing recomputed
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """Everything ``slides`` will draw, already checked: the saved results of each experiment."""
+
+    selected: list[tuple[Experiment, Path, dict]]  # experiment, its results file, the results
+    out: Path
+    formats: list[str]
+
+
+def plan_slides(args: argparse.Namespace) -> SlidePlan:
+    """Resolve names, read every results file, check the output folder; UsageError on a problem.
+
+    Nothing is drawn or written before every results file has been read.
+    """
+    with_slides = [name for name in experiments.names() if experiments.get(name).has_slides]
+    if args.only:
+        selected = _resolve_names(args.only)
+        without = [experiment.name for experiment in selected if not experiment.has_slides]
+        if without:
+            raise UsageError(
+                f"{without[0]} has no slides yet; the experiments with slides are: "
+                + ", ".join(with_slides)
+            )
+    else:
+        selected = [experiments.get(name) for name in with_slides]
+    loaded = []
+    for experiment in selected:
+        path = args.source / f"{experiment.name}.json"
+        if not path.is_file():
+            raise UsageError(
+                f"{path} is missing: slides are drawn from the saved results, nothing is "
+                f"recomputed; write it with: {_figures_command(experiment.name, args.source)}"
+            )
+        try:
+            results = load_results(path)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cannot read the results {path}: {error}") from None
+        loaded.append((experiment, path, results))
+    _check_writable(args.out, with_cache=False)
+    return SlidePlan(loaded, args.out, list(dict.fromkeys(args.formats)))
+
+
+def _figures_command(name: str, source: Path) -> str:
+    """The command that writes ``<source>/<name>.json``."""
+    if source == LECTURE_FOLDER:
+        return f"python -m normlab figures --only {name}"
+    if source == QUICK_FOLDER:
+        return f"python -m normlab figures --quick --only {name}"
+    return f"python -m normlab figures --only {name} --out {source}"
+
+
+def write_slides(plan: SlidePlan) -> int:
+    """Draw every slide, then save each one and the deck of all; print what was written."""
+    drawn = []  # (file name without suffix, figure), in the order of the deck
+    for experiment, path, results in plan.selected:
+        try:
+            named = experiment.slides(results)
+        except KeyError as error:
+            rewrite = _figures_command(experiment.name, path.parent)
+            raise UsageError(
+                f"{path} has no entry {error}: it was written by another version of "
+                f"{experiment.name}; rewrite it with: {rewrite}"
+            ) from None
+        drawn.extend((f"{experiment.name}-{name}", figure) for name, figure in named)
+    lines = []
+    for name, figure in drawn:
+        written = plotting.save_figure(
+            figure, plan.out / name, plan.formats, dpi=plotting.SLIDE_DPI
+        )
+        lines.append("  " + "  ".join(str(one) for one in written))
+    deck_path = plotting.save_deck([figure for _, figure in drawn], plan.out / DECK_NAME)
+    count = len(plan.selected)
+    print(
+        f"normlab: wrote {len(drawn)} slides of {count} experiment{'s' * (count != 1)} "
+        f"and the deck {deck_path} ({len(drawn)} pages)"
+    )
+    print("\n".join(lines))
     return EXIT_OK

@@ -13,6 +13,27 @@
 * :func:`save_figure`: PNG/SVG/PDF files with no date, no software version and
   stable SVG ids, so the same figure gives byte-identical files on every run.
 
+Slides are the second variant of a figure: one message per 16:9 panel for a lecture
+(``python -m normlab slides``). :data:`SLIDE_RC_PARAMS` and :func:`slide_style` /
+:func:`slide` give every text at least :data:`SLIDE_MIN_FONT_SIZE` points on a
+1280 × 720 slide (:data:`SLIDE_SIZE` inches at :data:`SLIDE_DPI`), thick lines and big
+markers, with the same :data:`METHODS` colours as the figures; :func:`slide_figure` makes
+the panel with its message as the title (at most two lines) and at most a one-line
+caption (:func:`check_fits`); :func:`save_deck` writes the slides as one PDF.
+
+An experiment gets slides by defining, next to ``plot``, a module-level ``slides``::
+
+    @plotting.slide
+    def slides(results: dict) -> list[tuple[str, Figure]]:
+        figure, ax = plotting.slide_figure("BatchNorm's noise falls as 1/√(batch size)",
+                                           "digits MLP, 5 seeds (line: median, band: min–max)")
+        ...                                 # draw from ``results`` only, plain words only
+        return [("noise", figure)]          # (file name, figure), in the order shown
+
+It takes the saved results (``figures/<name>.json``), recomputes nothing, and words its
+title from the numbers it draws. The experiment's test needs nothing more:
+``tests/test_slides.py`` checks every experiment that has slides.
+
 Figures are :class:`matplotlib.figure.Figure` objects made without pyplot, so
 nothing depends on the GUI backend and no figure stays open in a global list.
 (In Jupyter, a Figure returned as the last value of a cell is displayed.)
@@ -20,7 +41,9 @@ nothing depends on the GUI backend and no figure stays open in a global list.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import os
 import textwrap
 from collections.abc import Sequence
@@ -31,7 +54,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
 from normlab._atomic import write_atomic
 
@@ -43,8 +66,15 @@ __all__ = [
     "METHODS",
     "RC_PARAMS",
     "REFERENCE_COLOR",
+    "SLIDE_CAPTION_SIZE",
+    "SLIDE_DPI",
+    "SLIDE_MIN_FONT_SIZE",
+    "SLIDE_RC_PARAMS",
+    "SLIDE_SIZE",
+    "SLIDE_SIZE_PIXELS",
     "MethodStyle",
     "annotate",
+    "check_fits",
     "log2_axis",
     "method_label",
     "method_style",
@@ -52,12 +82,18 @@ __all__ = [
     "plot_spread",
     "plural",
     "reference_line",
+    "rounded",
+    "save_deck",
     "save_figure",
     "set_title",
+    "slide",
+    "slide_figure",
+    "slide_style",
     "spread_caption",
     "style",
     "styled",
     "subplots",
+    "text_width",
 ]
 
 #: The Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"): eight
@@ -315,14 +351,15 @@ def log2_axis(ax: Axes, values: Sequence[float], *, label: str | None = None) ->
         ax.set_xlabel(label)
 
 
-def plain_log_labels(axis) -> None:
+def plain_log_labels(axis, *, minor: bool = True) -> None:
     """Plain numbers on a log axis (0.1, 0.02, 3) instead of 10⁻¹, 2×10⁻², 3×10⁰.
 
     Minor ticks are labelled only at 2, 3 and 5 times a power of ten, so labels do not
-    crowd. ``axis`` is ``ax.xaxis`` or ``ax.yaxis``.
+    crowd; ``minor=False`` labels the powers of ten only. ``axis`` is ``ax.xaxis`` or
+    ``ax.yaxis``.
     """
     axis.set_major_formatter(_PLAIN)
-    axis.set_minor_formatter(FuncFormatter(_label_minor_tick))
+    axis.set_minor_formatter(FuncFormatter(_label_minor_tick) if minor else NullFormatter())
 
 
 _PLAIN = FuncFormatter(lambda value, _: f"{value:g}")
@@ -374,14 +411,16 @@ def save_figure(
     figure: Figure,
     path_without_suffix: str | os.PathLike,
     formats: Sequence[str] = ("png", "svg"),
+    *,
+    dpi: float = DPI,
 ) -> list[Path]:
     """Save ``figure`` as ``<path>.png``, ``<path>.svg``, ... with deterministic bytes.
 
     No dates or software versions go into the files, SVG ids come from a fixed
-    salt and the resolution is :data:`DPI`, so saving the same figure again, in
-    another process, gives byte-identical files. Each file is written atomically
-    (:func:`normlab._atomic.write_atomic`), so a reader never sees half a file.
-    Creates the folder if needed. Returns the paths written.
+    salt and the resolution is ``dpi`` (:data:`DPI`; slides: :data:`SLIDE_DPI`), so
+    saving the same figure again, in another process, gives byte-identical files. Each
+    file is written atomically (:func:`normlab._atomic.write_atomic`), so a reader never
+    sees half a file. Creates the folder if needed. Returns the paths written.
     """
     base = Path(path_without_suffix)
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
@@ -393,7 +432,186 @@ def save_figure(
         for fmt in dict.fromkeys(formats):  # drop repeats, keep order
             path = base.with_name(f"{base.name}.{fmt}")
             buffer = io.BytesIO()
-            figure.savefig(buffer, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
+            figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
             write_atomic(path, buffer.getvalue())
             written.append(path)
     return written
+
+
+# ---------------------------------------------------------------------------
+# Slides: one message per 16:9 panel, legible from the back of a lecture room
+# ---------------------------------------------------------------------------
+
+#: A slide is 1280 × 720 pixels (16:9, the default page of presentation software) ...
+SLIDE_SIZE_PIXELS = (1280, 720)
+
+#: ... drawn at 96 dpi, so a point on the slide is a point on a 1280 × 720 screen ...
+SLIDE_DPI = 96
+
+#: ... which makes it 13.33 × 7.5 inches.
+SLIDE_SIZE = (SLIDE_SIZE_PIXELS[0] / SLIDE_DPI, SLIDE_SIZE_PIXELS[1] / SLIDE_DPI)
+
+#: No text on a slide is smaller than this many points (at 1280 × 720).
+SLIDE_MIN_FONT_SIZE = 18
+
+#: The one-line caption under a slide, in grey.
+SLIDE_CAPTION_SIZE = 20
+
+#: The title states the slide's one message, on at most two lines.
+SLIDE_TITLE_SIZE = 26
+SLIDE_TITLE_LINES = 2
+
+#: The figure style (:data:`RC_PARAMS`, the same colours and fonts) at slide size:
+#: every text ≥ :data:`SLIDE_MIN_FONT_SIZE`, thick lines, big markers.
+SLIDE_RC_PARAMS: dict[str, object] = {
+    **RC_PARAMS,
+    "font.size": 22,
+    "axes.titlesize": 22,
+    "axes.labelsize": 22,
+    "xtick.labelsize": 20,
+    "ytick.labelsize": 20,
+    "legend.fontsize": 20,
+    "figure.titlesize": SLIDE_TITLE_SIZE,
+    "lines.linewidth": 4.0,
+    "lines.markersize": 13,
+    "axes.linewidth": 1.6,
+    "xtick.major.width": 1.6,
+    "ytick.major.width": 1.6,
+    "xtick.major.size": 7,
+    "ytick.major.size": 7,
+    "grid.linewidth": 1.0,
+    "figure.figsize": SLIDE_SIZE,
+    "figure.dpi": SLIDE_DPI,
+    "savefig.dpi": SLIDE_DPI,
+}
+
+#: The share of the slide's width that a title or caption line may take (the
+#: constrained layout keeps a small pad at each side).
+_SLIDE_TEXT_WIDTH = 0.96
+
+
+def slide_style():
+    """A context manager (and decorator) that applies :data:`SLIDE_RC_PARAMS`."""
+    return mpl.rc_context(SLIDE_RC_PARAMS)
+
+
+def slide(slides_function):
+    """Decorator: run an experiment's ``slides`` under :func:`slide_style`, layouts settled.
+
+    ``slides_function`` returns a list of Figures or of (name, Figure) pairs. Each figure is
+    laid out once, then its layout is fixed: the constrained layout of a panel with a colour
+    bar moves by a fraction of a pixel from one drawing to the next (and with the PDF's
+    72 dpi), so otherwise a slide's PNG and its page of the deck would differ, and so would
+    the deck saved twice.
+    """
+
+    @functools.wraps(slides_function)
+    def settled_slides(*args, **kwargs):
+        with slide_style():
+            named = slides_function(*args, **kwargs)
+            for entry in named:
+                figure = entry[1] if isinstance(entry, tuple) else entry
+                if isinstance(figure, Figure):
+                    figure.draw_without_rendering()
+                    figure.set_layout_engine("none")  # keep the positions just computed
+        return named
+
+    return settled_slides
+
+
+def text_width(text: str, font_size: float, *, dpi: float = SLIDE_DPI) -> float:
+    """The width of one line of ``text`` in points, in the current font, as drawn at ``dpi``.
+
+    Measured, not estimated: glyphs are fitted to whole pixels, so the width in points
+    depends a little on the resolution (by ~2 % between 72 and 96 dpi); the default is
+    the slides'. Text between a pair of ``$`` is measured as mathtext, as matplotlib draws it.
+    """
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    is_math = text.count("$") >= 2 and text.count("$") % 2 == 0
+    renderer = RendererAgg(1, 1, dpi)
+    width, _, _ = renderer.get_text_width_height_descent(
+        text, FontProperties(size=font_size), ismath=is_math
+    )
+    return float(width) * 72 / dpi
+
+
+def check_fits(
+    text: str, font_size: float, width_points: float, *, max_lines: int = 1, what: str = "caption"
+) -> str:
+    """``text`` wrapped at word breaks to ``width_points``; ValueError if it needs > ``max_lines``.
+
+    The widths are measured as the text is drawn (:func:`text_width`), not estimated.
+    """
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and text_width(candidate, font_size) <= width_points:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    too_wide = any(text_width(line, font_size) > width_points for line in lines)
+    if len(lines) > max_lines or too_wide:
+        needed = sum(math.ceil(text_width(line, font_size) / width_points) for line in lines)
+        allowed = plural(max_lines, "line")
+        raise ValueError(
+            f"a slide {what} must fit on {allowed} at {font_size:g} pt, but {text!r} needs "
+            f"{needed} on the {width_points:.0f} pt wide slide; shorten it"
+        )
+    return "\n".join(lines)
+
+
+def slide_figure(
+    title: str, caption: str | None = None, *, nrows: int = 1, ncols: int = 1, **subplot_kwargs
+) -> tuple[Figure, Axes | np.ndarray]:
+    """A 16:9 slide (:data:`SLIDE_SIZE` at :data:`SLIDE_DPI`) and its axes.
+
+    ``title`` is the slide's one message, a sentence of plain words (wrapped to at most
+    two lines); ``caption``, optional, says what a viewer needs to judge the numbers,
+    in one line. Either one too long for its lines is a ValueError, so a slide can
+    never carry a paragraph. Call it inside a ``@slide`` function or ``with slide_style():``.
+    """
+    figure = Figure(figsize=SLIDE_SIZE, dpi=SLIDE_DPI, layout="constrained")
+    width = _SLIDE_TEXT_WIDTH * SLIDE_SIZE[0] * 72
+    title_size = SLIDE_TITLE_SIZE
+    figure.suptitle(
+        check_fits(title, title_size, width, max_lines=SLIDE_TITLE_LINES, what="title"),
+        fontsize=title_size,
+    )
+    if caption:
+        figure.supxlabel(
+            check_fits(caption, SLIDE_CAPTION_SIZE, width),
+            fontsize=SLIDE_CAPTION_SIZE,
+            color="#333333",
+        )
+    axes = figure.subplots(nrows, ncols, squeeze=True, **subplot_kwargs)
+    return figure, axes
+
+
+def rounded(value: float, significant: int = 1) -> str:
+    """``value`` to ``significant`` digits for a title: 3162.3 → ``"3,000"``, 0.087 → ``"0.09"``."""
+    value = float(f"{value:.{significant}g}")
+    if abs(value) >= 1 and value.is_integer():
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
+def save_deck(figures: Sequence[Figure], path: str | os.PathLike) -> Path:
+    """Write ``figures`` as the pages of one PDF at ``path``, with deterministic bytes.
+
+    One page per figure, in order, each the size of its figure (a slide: 960 × 540 pt),
+    without dates or software versions; written atomically, creating the folder.
+    """
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    path = Path(path)
+    if not figures:
+        raise ValueError("a deck needs at least one slide")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with slide_style(), PdfPages(buffer, metadata=_METADATA["pdf"]) as deck:
+        for figure in figures:
+            deck.savefig(figure, dpi=SLIDE_DPI)
+    write_atomic(path, buffer.getvalue())
+    return path

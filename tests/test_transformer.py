@@ -98,9 +98,9 @@ def test_linear_torch_init_draws_weight_and_bias_within_one_over_sqrt_fan_in():
 # ---------------------------------------------------------------------------
 
 
-#: Biases added right before a norm that subtracts each feature's mean over the tokens
-#: (Post-LN with BatchNorm or InstanceNorm): the norm cancels them, their gradient is 0, and
-#: a relative error of two zeros is noise over noise.
+#: Biases added right before a norm that cancels a per-feature bias (Post-LN with BatchNorm,
+#: Batch Renorm or InstanceNorm: Norm.cancels_feature_bias): their gradient is 0, and a
+#: relative error of two zeros is noise over noise.
 CANCELLED_BIASES = ("self_attn.out_proj.bias", "linear2.bias")
 
 
@@ -113,7 +113,7 @@ def test_layer_gradients_match_finite_differences_with_holes_in_the_mask(norm, n
     mask = mask_with_holes(4, 4)
     errors = nl.gradcheck(layer, x, mask)
     assert set(errors) == {"input", *layer.params}
-    if not norm_first and norm in ("batch", "instance"):
+    if not norm_first and layer.norm1.cancels_feature_bias:
         layer(x, mask=mask)
         layer.backward(rng.normal(size=x.shape))
         for name in CANCELLED_BIASES:

@@ -6,7 +6,9 @@ Every experiment is a module ``normlab.experiments.<name>`` with
 * ``Config``: a frozen dataclass (subclass of :class:`ExperimentConfig`) whose
   defaults are the full experiment, with ``Config.quick()`` for a small one;
 * ``run(config, options=None) -> dict``: plain numbers, JSON-able;
-* ``plot(results) -> matplotlib.figure.Figure``.
+* ``plot(results) -> matplotlib.figure.Figure``;
+* optionally ``slides(results) -> list[(name, Figure)]``: one-message 16:9 slides drawn
+  from the saved results (``python -m normlab slides``; see :mod:`normlab.plotting`).
 
 Its docstring's first line is its one-line description (``python -m normlab list``); the
 rest says what it measures, why, and what result would refute its claim.

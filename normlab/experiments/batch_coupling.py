@@ -61,7 +61,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from normlab import data, plotting
 from normlab.experiments.framework import (
@@ -447,3 +447,162 @@ def plot(results: dict) -> Figure:
         "whole train split; grey: exactly 0.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The batch-free methods, in plain words, for titles.
+_BATCH_FREE = " and ".join(
+    [", ".join(plotting.method_label(m) for m in METHODS[1:-1]), plotting.method_label(METHODS[-1])]
+)
+
+
+def batch_free_change(results: dict) -> float:
+    """The largest change of any LayerNorm, RMSNorm or GroupNorm output entry over all draws."""
+    return max(
+        float(np.max(sample["coupling"][method]["max_abs_change"]))
+        for sample in results["samples"]
+        for method in METHODS[1:]
+    )
+
+
+def _spread_line(ax, results: dict, sample: dict, look: dict, label: str) -> np.ndarray:
+    """x₀'s BatchNorm spread against B (mean over seeds, band: min–max); returns the means."""
+    style = plotting.method_style("batch")
+    style.update(look)
+    style["label"] = label
+    spread = np.asarray(sample["coupling"]["batch"]["spread"])  # (batch sizes, seeds)
+    plotting.plot_spread(ax, results["batch_sizes"], spread, center="mean", **style)
+    return spread.mean(axis=1)
+
+
+def _coupling_slide(results: dict) -> Figure:
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    typical = results["samples"][0]
+    change = batch_free_change(results)
+    others = (
+        f"{_BATCH_FREE} outputs do not"
+        if change == 0
+        else f"{_BATCH_FREE} outputs by {change:.1g} at most"
+    )
+    figure, ax = plotting.slide_figure(
+        f"In training, one sample's BatchNorm output changes with its batch-mates; {others}",
+        f"a typical digit, {config['num_draws']} random draws of batch-mates; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    means = _spread_line(ax, results, typical, {}, "BatchNorm")
+    for index in (0, -1):
+        plotting.annotate(
+            ax,
+            f"{means[index]:.2f}",
+            (batch_sizes[index], means[index]),
+            above=14,
+            ha="center",
+            color=plotting.METHODS["batch"].color,
+            fontsize=22,
+        )
+    # side by side around each batch size (a factor 2^±0.15), so that equal values stay visible
+    shifts = 2.0 ** (0.15 * (np.arange(len(METHODS) - 1) - (len(METHODS) - 2) / 2))
+    for method, shift in zip(METHODS[1:], shifts, strict=True):
+        style = plotting.method_style(method)
+        style["label"] += ": no change" if change == 0 else ""
+        spread = np.mean(typical["coupling"][method]["spread"], axis=1)
+        ax.plot(np.asarray(batch_sizes) * shift, spread, linestyle="none", **style)
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_ylabel("how much its output varies\n(std over the draws)")
+    ax.set_ylim(-0.05, 1.25 * float(np.max(typical["coupling"]["batch"]["spread"])))
+    ax.legend(loc="upper right")
+    return figure
+
+
+def _outlier_slide(results: dict) -> Figure:
+    config = results["config"]
+    typical, unusual = results["samples"][0], results["samples"][-1]
+    figure_title = "How much a typical and an unusual sample's BatchNorm output varies with B"
+    typical_last = np.mean(typical["coupling"]["batch"]["spread"][-1])
+    unusual_last = np.mean(unusual["coupling"]["batch"]["spread"][-1])
+    if unusual_last > typical_last:
+        figure_title = (
+            f"An unusual sample stays coupled: at batch size {results['batch_sizes'][-1]} its "
+            f"output varies {unusual_last / typical_last:.1f}× as much as a typical sample's"
+        )
+    figure, ax = plotting.slide_figure(
+        figure_title,
+        "ranked by distance from the average digit; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    _spread_line(ax, results, typical, {}, f"typical: {typical['percentile']:g}th percentile")
+    _spread_line(
+        ax,
+        results,
+        unusual,
+        {"linestyle": "--", "markerfacecolor": "white"},
+        f"unusual: {unusual['percentile']:g}th percentile",
+    )
+    plotting.log2_axis(ax, results["batch_sizes"], label="batch size")
+    ax.set_ylabel("how much its BatchNorm output\nvaries (std over the draws)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right")
+    return figure
+
+
+def _dependence_slide(results: dict) -> Figure:
+    jacobians = results["jacobian"]
+    batch_size = len(jacobians["layer"]["block_norms"])
+    train_norms = np.asarray(jacobians["batch_train"]["block_norms"])
+    mixing = bool(np.all(train_norms[~np.eye(batch_size, dtype=bool)] > 0))  # every pair
+    separate = all(jacobians[panel]["max_off_diagonal"] == 0 for panel in ("batch_eval", "layer"))
+    if mixing and separate:
+        title = (
+            "In training, each BatchNorm output depends on every sample of the batch; "
+            "at inference, and in LayerNorm, only on its own"
+        )
+    else:
+        title = "Which inputs of a batch each output depends on"
+    figure, axes = plotting.slide_figure(
+        title, f"a batch of {batch_size} digits; grey: exactly zero", ncols=len(JACOBIAN_PANELS)
+    )
+    all_norms = np.concatenate(
+        [np.ravel(jacobians[p]["block_norms"]) for p, _, _ in JACOBIAN_PANELS]
+    )
+    color_scale = LogNorm(vmin=all_norms[all_norms > 0].min(), vmax=all_norms.max())
+    colormap = colormaps["viridis"].with_extremes(bad=_ZERO_COLOR)
+    ticks = np.arange(0, batch_size, max(1, batch_size // 4))
+    panel_titles = {
+        "batch_train": "BatchNorm, training",
+        "batch_eval": "BatchNorm, inference",
+        "layer": "LayerNorm",
+    }
+    image = None
+    for ax, (panel, method, _) in zip(axes, JACOBIAN_PANELS, strict=True):
+        norms = np.ma.masked_less_equal(np.asarray(jacobians[panel]["block_norms"]), 0.0)
+        image = ax.imshow(norms, cmap=colormap, norm=color_scale, interpolation="nearest")
+        ax.set_xticks(ticks, [str(tick + 1) for tick in ticks])
+        ax.set_yticks(ticks, [str(tick + 1) for tick in ticks])
+        ax.grid(False)
+        ax.set_xlabel("input sample")
+        ax.set_title(panel_titles[panel], color=plotting.METHODS[method].color)
+    axes[0].set_ylabel("output sample")
+    figure.get_layout_engine().set(wspace=0.06)  # room between the panels' titles
+    colorbar = figure.colorbar(image, ax=list(axes), shrink=0.85)
+    colorbar.set_label("how much the input\nmoves the output")
+    # round values (one significant digit) spread evenly over the log scale, inside its range
+    spread_out = np.geomspace(color_scale.vmin, color_scale.vmax, 5)
+    ticks = sorted({float(f"{value:.1g}") for value in spread_out})
+    colorbar.set_ticks([tick for tick in ticks if color_scale.vmin <= tick <= color_scale.vmax])
+    colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """Coupling against batch size, the unusual sample, and who depends on whom in a batch."""
+    named = [("coupling", _coupling_slide(results))]
+    if len(results["samples"]) > 1:
+        named.append(("unusual_sample", _outlier_slide(results)))
+    named.append(("dependence", _dependence_slide(results)))
+    return named

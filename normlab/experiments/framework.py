@@ -28,6 +28,17 @@ An experiment declares its fields and its measurement; the framework does the re
     @plotting.styled
     def plot(results: dict) -> Figure: ...
 
+    @plotting.slide                            # optional: the lecture slides
+    def slides(results: dict) -> list[tuple[str, Figure]]: ...
+
+``slides`` is optional. It draws from the saved results only (``python -m normlab slides``
+reads ``figures/<name>.json``; nothing is recomputed) and returns the experiment's slides in
+the order they are shown: ``(name, figure)`` pairs, the name becoming the file name
+``<experiment>-<name>.png``, or bare figures, named 1, 2, ... Each figure is made by
+:func:`normlab.plotting.slide_figure`: one message per slide, stated by its title in plain
+words (no code, no field names), at most a one-line caption, every text ≥ 18 pt at
+1280 × 720. ``tests/test_slides.py`` checks every experiment that defines it.
+
 The pieces:
 
 * Field declarations :func:`integer`, :func:`number`, :func:`integers`, :func:`numbers`,
@@ -59,6 +70,7 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import signal
 import sys
 import threading
@@ -117,6 +129,9 @@ RESULT_SIGNIFICANT_DIGITS = 10
 #: Config fields that the command line can set (``--batch-sizes``, ``--seq-lens``,
 #: ``--seeds``) in every experiment whose Config has them.
 OVERRIDABLE_FIELDS = ("batch_sizes", "seq_lens", "seeds")
+
+#: What a slide's name may be: it becomes part of the file name ``<experiment>-<name>.png``.
+_SLIDE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 class ExperimentWarning(UserWarning):
@@ -921,7 +936,8 @@ class Experiment:
 
     ``experiment.config(quick=False)`` gives its default (or quick) Config,
     ``experiment.run(config, options)`` its results in canonical form (as saved),
-    ``experiment.plot(results)`` its figure.
+    ``experiment.plot(results)`` its figure, and, when ``experiment.has_slides``,
+    ``experiment.slides(results)`` its lecture slides as ``(name, Figure)`` pairs.
     """
 
     name: str
@@ -975,3 +991,41 @@ class Experiment:
 
     def plot(self, results):
         return self.module.plot(results)
+
+    @property
+    def has_slides(self) -> bool:
+        """True when the module defines ``slides(results)`` (see the module docstring)."""
+        return callable(getattr(self.module, "slides", None))
+
+    def slides(self, results) -> list[tuple[str, Any]]:
+        """The experiment's slides drawn from ``results``: ``(name, Figure)`` pairs, in order.
+
+        Bare figures returned by the module are named ``"1"``, ``"2"``, ...; a name is
+        lower-case letters, digits, ``_`` and ``-`` (it becomes part of a file name), and
+        no two are the same. An experiment without slides is a TypeError saying so.
+        """
+        from matplotlib.figure import Figure
+
+        if not self.has_slides:
+            raise TypeError(
+                f"{self.name} has no slides: its module defines no slides(results) function"
+            )
+        named = []
+        for position, entry in enumerate(self.module.slides(results), start=1):
+            name, figure = entry if isinstance(entry, tuple) else (str(position), entry)
+            if not isinstance(figure, Figure):
+                raise TypeError(
+                    f"{self.name}.slides must return Figures or (name, Figure) pairs, "
+                    f"got {type(figure).__name__} for slide {position}"
+                )
+            if not isinstance(name, str) or not _SLIDE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{self.name}: slide name {name!r} must be lower-case letters, digits, "
+                    "'_' or '-' (it names a file)"
+                )
+            named.append((name, figure))
+        names = [name for name, _ in named]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{self.name}: slide names repeat: {', '.join(repeated)}")
+        return named

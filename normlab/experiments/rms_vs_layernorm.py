@@ -681,3 +681,171 @@ def _draw_work(ax, work: dict, config: dict) -> None:
         loc="left",
         fontsize=14,
     )
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: Each transformation in plain words: a two-line column heading, and a phrase for a title.
+_PLAIN_TRANSFORMATIONS = {
+    "weight_matrix_rescaling": ("scale\nall weights", "when all weights are scaled"),
+    "weight_matrix_recentering": ("shift\nall weights", "when all weights shift together"),
+    "weight_vector_rescaling": ("scale one\nneuron", "when one neuron's weights are scaled"),
+    "dataset_rescaling": ("scale\nthe data", "when the data are scaled"),
+    "dataset_recentering": ("shift\nthe data", "when the data shift"),
+    "single_case_rescaling": ("scale one\nsample", "when one sample is scaled"),
+}
+
+
+def invariances_lost(results: dict) -> list[str]:
+    """The transformations (no linear bias) LayerNorm's output ignores and RMSNorm's does not."""
+    table = results["invariance"]["no_bias"]
+    return [
+        transformation
+        for transformation in TRANSFORMATIONS
+        if table["layer"][transformation]["invariant"]
+        and not table["rms"][transformation]["invariant"]
+    ]
+
+
+def _invariance_slide(results: dict) -> Figure:
+    lost = invariances_lost(results)
+    if len(lost) == 1:
+        title = (
+            "Dropping the mean costs RMSNorm one of LayerNorm's invariances: its output "
+            f"changes {_PLAIN_TRANSFORMATIONS[lost[0]][1]}"
+        )
+    else:
+        title = (
+            f"Dropping the mean costs RMSNorm {len(lost)} of LayerNorm's invariances"
+            if lost
+            else "RMSNorm keeps every invariance of LayerNorm"
+        )
+    matching = results["headline"]["cells_matching_paper"]
+    figure, ax = plotting.slide_figure(
+        title,
+        f"✓: the output stays the same (float64); {matching} cells as in Zhang & Sennrich 2019",
+    )
+    table = results["invariance"]["no_bias"]
+    for row, method in enumerate(METHODS):
+        for column, transformation in enumerate(TRANSFORMATIONS):
+            invariant = table[method][transformation]["invariant"]
+            ax.add_patch(
+                Rectangle(
+                    (column, row),
+                    1,
+                    1,
+                    facecolor=_CELL_COLORS[invariant],
+                    edgecolor="white",
+                    linewidth=4,
+                )
+            )
+            ax.text(
+                column + 0.5,
+                row + 0.5,
+                "✓" if invariant else "✗",
+                ha="center",
+                va="center",
+                fontsize=40,
+                color=plotting.COLORS["blue"] if invariant else plotting.COLORS["vermillion"],
+            )
+    for column in (TRANSFORMATIONS.index(name) for name in lost):  # the cost, outlined
+        ax.add_patch(
+            Rectangle((column, 1), 1, 2, fill=False, edgecolor="black", linewidth=4, zorder=3)
+        )
+    ax.set_xlim(0, len(TRANSFORMATIONS))
+    ax.set_ylim(len(METHODS), 0)
+    ax.set_xticks(
+        np.arange(len(TRANSFORMATIONS)) + 0.5,
+        [_PLAIN_TRANSFORMATIONS[name][0] for name in TRANSFORMATIONS],
+    )
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(len(METHODS)) + 0.5, [plotting.method_label(m) for m in METHODS])
+    for label, method in zip(ax.get_yticklabels(), METHODS, strict=True):
+        label.set_color(plotting.METHODS[method].color)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return figure
+
+
+def _equality_slide(results: dict) -> Figure:
+    comparison = results["rms_vs_layer"]
+    config = results["config"]
+    ratios = np.asarray(comparison["ratios"])
+    closest = float(ratios[np.argmin(np.abs(np.log(ratios)))])  # the ratio nearest to 1
+    at_closest = results["headline"]["rms_vs_layer_at_ratio_1_median"]
+    where = "equals the spread" if closest == 1 else f"is {closest:g}× the spread"
+    figure, ax = plotting.slide_figure(
+        "RMSNorm equals LayerNorm when the mean is zero, "
+        f"and is {100 * at_closest:.0f} % off when the mean {where}",
+        f"rows of {config['row_dim']} float32 values, the same ε for both; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    look = plotting.method_style("rms")
+    plotting.plot_spread(
+        ax,
+        ratios,
+        np.maximum(np.asarray(comparison["measured"]), ERROR_FLOOR),
+        color=look["color"],
+        marker=look["marker"],
+    )
+    zero_mean = float(np.max(comparison["zero_mean"]))
+    ax.axhline(zero_mean, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=2)
+    plotting.annotate(
+        ax,
+        f"mean exactly zero: float32 rounding only, ~$10^{{{math.floor(math.log10(zero_mean))}}}$",
+        (ratios[-1], zero_mean),
+        ha="right",
+        above=10,
+        fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.xaxis, minor=False)
+    ax.set_ylim(zero_mean / 10, 10)
+    ax.set_xlabel("mean of each row ÷ its spread (standard deviation)")
+    ax.set_ylabel("RMSNorm's difference\nfrom LayerNorm (relative)")
+    return figure
+
+
+def _work_slide(results: dict) -> Figure:
+    headline = results["headline"]
+    compared = ("layer", "rms")
+    groups = (
+        ("sums over the data", "reductions"),
+        ("other passes over the data", "elementwise_passes"),
+    )
+    counts = {method: [headline[f"{method}_{key}"] for _, key in groups] for method in compared}
+    n, d = results["config"]["cost_shape"]
+    figure, ax = plotting.slide_figure(
+        f"Without the mean, RMSNorm needs {counts['rms'][0]} sums and {counts['rms'][1]} other "
+        f"passes over the data per step; LayerNorm {counts['layer'][0]} and {counts['layer'][1]}",
+        f"counted, not timed: a forward and backward pass on {n} × {d} values, with γ and β",
+    )
+    bar_width = 0.36
+    for offset, method in zip((-0.5, 0.5), compared, strict=True):
+        positions = np.arange(len(groups)) + offset * bar_width
+        style = plotting.METHODS[method]
+        bars = ax.bar(positions, counts[method], bar_width * 0.94, color=style.color)
+        bars.set_label(style.label)
+        for position, count in zip(positions, counts[method], strict=True):
+            ax.text(position, count, f"{count}", ha="center", va="bottom", fontsize=26)
+    ax.set_xticks(np.arange(len(groups)), [label for label, _ in groups])
+    ax.set_ylabel("count per forward + backward")
+    ax.set_ylim(0, 1.25 * max(max(values) for values in counts.values()))
+    ax.grid(axis="x", visible=False)
+    ax.legend(loc="upper left")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """The invariance lost, when the two layers are equal, and the work saved."""
+    return [
+        ("invariances", _invariance_slide(results)),
+        ("equal", _equality_slide(results)),
+        ("work", _work_slide(results)),
+    ]

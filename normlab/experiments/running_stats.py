@@ -490,3 +490,125 @@ def _plot_bias(ax, results: dict) -> None:
     ax.set_ylabel("running variance / σ² (mean over features)")
     ax.set_title(f"momentum=None, B = {batch_size}: why Bessel's correction", fontsize=15)
     ax.legend(loc="upper right", fontsize=12)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def momentum_trade_off(results: dict) -> dict:
+    """What the trade-off slide states, from the median errors of the numeric momenta.
+
+    ``forgets_sooner``: after the first step, the running mean's error falls as the momentum
+    grows (a larger momentum keeps less of the start value); ``stays_noisier``: after the last
+    step, it rises with the momentum. Both need two or more numeric momenta.
+    """
+    numeric = sorted(
+        (momentum, index) for index, momentum in enumerate(results["momenta"]) if momentum
+    )
+    first, last = [], []
+    for _, index in numeric:
+        errors = np.median(results["trajectories"][index]["rms_error_mean"], axis=1)  # (steps,)
+        first.append(errors[0])
+        last.append(errors[-1])
+    several = len(numeric) >= 2
+    return {
+        "forgets_sooner": several and bool(np.all(np.diff(first) < 0)),
+        "stays_noisier": several and bool(np.all(np.diff(last) > 0)),
+    }
+
+
+def _trade_off_slide(results: dict) -> Figure:
+    config = results["config"]
+    steps = np.asarray(results["steps"])
+    claims = momentum_trade_off(results)
+    if claims["forgets_sooner"] and claims["stays_noisier"]:
+        title = "A larger momentum forgets the running mean's start value sooner but stays noisier"
+    else:
+        title = "How fast the running mean reaches the true mean, and how noisy it stays"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"batch size {config['batch_size']}, {config['num_features']} normal features; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for look, momentum, trajectory in zip(
+        _looks(results["momenta"]), results["momenta"], results["trajectories"], strict=True
+    ):
+        if momentum is None:  # the average of all batches: on the next slide
+            continue
+        look["label"] = f"momentum {momentum:g}"
+        plotting.plot_spread(ax, steps, trajectory["rms_error_mean"], markevery=8, **look)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.xaxis, minor=False)
+    plotting.plain_log_labels(ax.yaxis)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("error of the running mean\n(in standard deviations)")
+    ax.legend(loc="lower left")
+    return figure
+
+
+def _bessel_slide(results: dict) -> Figure:
+    config = results["config"]
+    steps = np.asarray(results["steps"])
+    batch_size = config["batch_size"]
+    trajectory = results["trajectories"][results["momenta"].index(None)]
+    uncorrected = results["final"][results["momenta"].index(None)]["mean_biased_var"]
+    figure, ax = plotting.slide_figure(
+        f"Each batch variance is scaled by B/(B − 1): uncorrected, the running variance "
+        f"would settle {100 * (1 - uncorrected):.0f} % too low at batch size {batch_size}",
+        f"average of all batches, batch size {batch_size}, {config['num_features']} features; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    plotting.plot_spread(
+        ax,
+        steps,
+        trajectory["feature_mean_running_var"],
+        center="mean",
+        color="black",
+        marker="s",
+        markevery=8,
+        label="BatchNorm's running variance (scaled by B/(B − 1))",
+    )
+    plotting.plot_spread(
+        ax,
+        steps,
+        trajectory["feature_mean_biased_cumulative_var"],
+        center="mean",
+        color=_BIASED_COLOR,
+        marker="X",
+        linestyle=":",
+        markevery=8,
+        label="the same average, uncorrected",
+    )
+    expected = (batch_size - 1) / batch_size
+    for value, text, above in (
+        (1.0, "true variance", 8),
+        (expected, f"(B − 1)/B = {expected:g} of it", -26),
+    ):
+        ax.axhline(value, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=2)
+        plotting.annotate(
+            ax,
+            text,
+            (steps[-1], value),
+            above=above,
+            ha="right",
+            color=plotting.REFERENCE_COLOR,
+            fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+        )
+    ax.set_xscale("log")
+    plotting.plain_log_labels(ax.xaxis, minor=False)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("running variance ÷ true variance")
+    ax.legend(loc="upper right")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """The momentum trade-off; with the average of all batches (momentum None), Bessel's factor."""
+    named = [("momentum", _trade_off_slide(results))]
+    if None in results["momenta"]:
+        named.append(("bessel", _bessel_slide(results)))
+    return named

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from normlab import functional, plotting
 from normlab.experiments.framework import (
@@ -213,3 +214,105 @@ def plot(results: dict) -> Figure:
         f"exact zeros drawn at {ERROR_FLOOR:.0e}",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: A relative error above 10^-0.5 (about 30 %) leaves no correct digit: fewer than half a digit.
+NO_DIGIT_LEFT = 0.5
+
+
+def correct_digits(relative_error, float32_eps: float) -> np.ndarray:
+    """−log10 of the relative error, from 0 (no digit right) to all the digits float32 holds.
+
+    float32 holds −log10(ε/2) ≈ 7.2 decimal digits (ε/2: the largest rounding error).
+    """
+    most = -math.log10(float32_eps / 2)
+    errors = np.maximum(np.asarray(relative_error, dtype=float), float32_eps / 2)
+    return np.clip(-np.log10(errors), 0.0, most)
+
+
+def digits_lost(results: dict) -> dict:
+    """The numbers the slide states: where the one-pass form keeps no digit, what two passes keep.
+
+    ``ratio_without_digits``: the first μ/σ at which the median one-pass float32 error leaves
+    fewer than :data:`NO_DIGIT_LEFT` correct digits (None if none does);
+    ``two_pass_digits``: the fewest correct digits of the median two-pass float32 error.
+    """
+    eps = results["float32_eps"]
+    one_pass = np.median(correct_digits(results["relative_error"]["one_pass_float32"], eps), 1)
+    two_pass = np.median(correct_digits(results["relative_error"]["two_pass_float32"], eps), 1)
+    without = [
+        ratio
+        for ratio, digits in zip(results["mean_to_std_ratios"], one_pass, strict=True)
+        if digits < NO_DIGIT_LEFT
+    ]
+    return {
+        "ratio_without_digits": without[0] if without else None,
+        "two_pass_digits": int(np.floor(two_pass.min())),
+    }
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: correct digits of the variance against mean/spread, one pass against two."""
+    ratios = np.asarray(results["mean_to_std_ratios"])
+    config = results["config"]
+    eps = results["float32_eps"]
+    numbers = digits_lost(results)
+    kept = plotting.plural(numbers["two_pass_digits"], "digit")
+    if numbers["ratio_without_digits"] is None:
+        title = f"In float32, E[x²] − E[x]² loses digits as the mean grows; two passes keep {kept}"
+    else:
+        title = (
+            "In float32, E[x²] − E[x]² loses every digit once the mean is "
+            f"~{plotting.rounded(numbers['ratio_without_digits'])}× the spread; "
+            f"two passes keep {kept}"
+        )
+    figure, ax = plotting.slide_figure(
+        title,
+        f"{config['sample_size']:,} values per variance, stored in float32; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    labels = {
+        "one_pass_float32": "one pass: E[x²] − E[x]²",
+        "two_pass_float32": "two passes: mean first, then squared deviations",
+    }
+    for formula, label in labels.items():
+        _, color, marker = _LOOKS[formula]
+        digits = correct_digits(results["relative_error"][formula], eps)
+        plotting.plot_spread(ax, ratios, digits, color=color, marker=marker, label=label)
+    most = -math.log10(eps / 2)
+    ax.axhline(most, color=plotting.REFERENCE_COLOR, linestyle="--", linewidth=2)
+    plotting.annotate(
+        ax,
+        f"float32's ~{most:.0f} digits",
+        (ratios[-1], most),
+        ha="right",
+        fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+    )
+    if numbers["ratio_without_digits"] is not None:
+        ax.axvline(
+            numbers["ratio_without_digits"],
+            color=plotting.REFERENCE_COLOR,
+            linestyle=":",
+            linewidth=2.5,
+        )
+        ax.annotate(
+            "  one pass: no digit left",
+            (numbers["ratio_without_digits"], most / 2),
+            ha="left",
+            va="center",
+            color=plotting.REFERENCE_COLOR,
+            fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+        )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.set_xlim(ratios[0] / 1.5, ratios[-1] * 1.5)
+    ax.set_ylim(-0.3, most + 1.3)
+    ax.set_xlabel("mean of the data ÷ its spread (standard deviation)")
+    ax.set_ylabel("correct digits of the variance")
+    ax.legend(loc="lower left")
+    return [("digits", figure)]

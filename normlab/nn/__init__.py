@@ -50,7 +50,7 @@ Example
 >>> _ = model.backward(dlogits)
 >>> optimizer.step()   # every array in model.params moved, in place
 >>> sorted(model.params)[:3]
-['0.weight', '1.bias', '1.weight']
+['0.bias', '0.weight', '1.bias']
 """
 
 from normlab.module import Container, Identity, Module

@@ -40,6 +40,7 @@ class Sequential(Container):
     Examples
     --------
     >>> import numpy as np
+    >>> from normlab.nn import Linear, ReLU
     >>> model = Sequential(Linear(4, 8, rng=0), ReLU(), Linear(8, 2, rng=1, init="glorot"))
     >>> list(model.params)
     ['0.weight', '0.bias', '2.weight', '2.bias']
