@@ -15,13 +15,12 @@
 from __future__ import annotations
 
 import copy
-import doctest
 
 import numpy as np
 import pytest
 
 import normlab as nl
-from normlab import folding, nn
+from normlab import nn
 from normlab.gradcheck import relative_error
 
 #: float rounding of one product and one sum per output, relative to the largest output
@@ -306,9 +305,3 @@ def test_a_batchnorm_after_a_pool_is_rejected(rng):
 def test_a_cnn_in_training_mode_is_rejected_with_the_fix():
     with pytest.raises(ValueError, match=r"BatchNorm '1'.*training mode.*\.eval\(\)"):
         nl.fold_all_batchnorms(nn.CNN(1, 10, widths=(4,), rng=0))
-
-
-def test_the_module_examples_run():
-    results = doctest.testmod(folding)
-    assert results.attempted > 0
-    assert results.failed == 0

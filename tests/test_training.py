@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import doctest
 import warnings
 
 import numpy as np
@@ -171,8 +170,3 @@ def test_shifts_act_in_units_of_each_pixels_standard_deviation():
 def test_a_shift_that_cannot_be_made_says_why(kind, strength, message):
     with pytest.raises(ValueError, match=message):
         data.shift_digits(np.zeros((2, 64), dtype=np.float32), kind, strength, rng=0)
-
-
-def test_the_training_helpers_examples_run():
-    results = doctest.testmod(training)
-    assert results.attempted > 0 and results.failed == 0
