@@ -37,6 +37,7 @@ from normlab.module import as_generator
 __all__ = [
     "CORPUS_SOURCE",
     "DIGIT_IMAGE_SHAPE",
+    "SHIFT_KINDS",
     "CharCorpus",
     "DigitsSplit",
     "PaddedBatch",
@@ -54,6 +55,7 @@ __all__ = [
     "make_sequence_task",
     "padded_batch",
     "sample_windows",
+    "shift_digits",
 ]
 
 #: a feature whose train standard deviation is below this is constant (digit borders,
@@ -251,6 +253,57 @@ def digits_conv_features(channels: int, seed: int) -> np.ndarray:
     features = np.ascontiguousarray(features[..., live])
     features.flags.writeable = False
     return features
+
+
+#: The test-time distribution shifts of :func:`shift_digits`.
+SHIFT_KINDS = ("contrast", "brightness", "noise")
+
+
+def shift_digits(x: np.ndarray, kind: str, strength: float, rng=None) -> np.ndarray:
+    """Standardized digits (vectors or images) under a distribution shift of a given strength.
+
+    The digits are standardized per pixel, so a value is in units of that pixel's
+    training standard deviation, around its training mean (:func:`load_digits_split`).
+    The shifts act in those units, on every pixel alike:
+
+    * ``"contrast"``: ``x * strength``. 1 changes nothing; below 1 every image fades
+      towards the training mean image, above 1 it sharpens away from it; a negative
+      factor inverts it.
+    * ``"brightness"``: ``x + strength``: every pixel ``strength`` standard deviations
+      brighter (0 changes nothing).
+    * ``"noise"``: ``x + strength * N(0, 1)``, independent Gaussian noise on every pixel,
+      drawn from ``rng`` (a Generator or an int seed).
+
+    Contrast and brightness are affine maps of each pixel, which BatchNorm statistics
+    recomputed on the shifted images can undo exactly when a per-feature affine map
+    reaches the first BatchNorm unchanged (an MLP: ``x W`` shifts and scales feature by
+    feature); noise is not.
+
+    Returns a new float32 array of the shape of ``x``.
+
+    >>> x = np.zeros((2, 3), dtype=np.float32)
+    >>> shift_digits(x + 1, "contrast", 0.5).tolist(), shift_digits(x, "brightness", 2).tolist()
+    ([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]], [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
+    """
+    x = np.asarray(x)
+    if not isinstance(strength, (int, float, np.floating, np.integer)) or isinstance(
+        strength, bool
+    ):
+        raise ValueError(f"shift_digits: strength must be a number, got {strength!r}.")
+    if not np.isfinite(strength):
+        raise ValueError(f"shift_digits: strength must be finite, got {strength!r}.")
+    if kind == "contrast":
+        shifted = x.astype(np.float64) * strength
+    elif kind == "brightness":
+        shifted = x.astype(np.float64) + strength
+    elif kind == "noise":
+        if strength < 0:
+            raise ValueError(f"shift_digits: a noise strength (std) must be ≥ 0, got {strength}.")
+        noise = as_generator(rng, "shift_digits").standard_normal(x.shape)
+        shifted = x.astype(np.float64) + strength * noise
+    else:
+        raise ValueError(f"shift_digits: kind must be one of {SHIFT_KINDS}, got {kind!r}.")
+    return shifted.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from normlab._atomic import write_atomic
 __all__ = [
     "COLORS",
     "DPI",
+    "EXTRA_COLORS",
     "FORMATS",
     "METHODS",
     "RC_PARAMS",
@@ -108,6 +109,12 @@ COLORS: dict[str, str] = {
     "reddish_purple": "#CC79A7",
 }
 
+#: Colours for methods beyond the seven Okabe–Ito ones usable for lines, from Paul Tol's
+#: colour-blind-safe "muted" scheme (Tol 2021, "Colour Schemes", SRON/EPS/TN/09-002).
+EXTRA_COLORS: dict[str, str] = {
+    "indigo": "#332288",  # a dark blue-violet, beside BatchNorm's blues
+}
+
 #: Theory curves, guides and annotations: grey, so measured data stands out.
 REFERENCE_COLOR = "#666666"
 
@@ -131,6 +138,7 @@ METHODS: dict[str, MethodStyle] = {
     "rms": MethodStyle("RMSNorm", COLORS["bluish_green"], "^"),
     "group": MethodStyle("GroupNorm", COLORS["orange"], "v"),
     "instance": MethodStyle("InstanceNorm", COLORS["reddish_purple"], "P"),
+    "batch_renorm": MethodStyle("Batch Renorm", EXTRA_COLORS["indigo"], "p"),
 }
 
 #: Resolution of saved PNGs; 8 x 5 inch figures become 1200 x 750 pixels.

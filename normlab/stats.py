@@ -47,6 +47,7 @@ __all__ = [
     "bootstrap_interval",
     "paired_comparison",
     "verdict",
+    "verdict_phrase",
 ]
 
 #: The four verdicts :func:`verdict` can reach.
@@ -225,6 +226,23 @@ def verdict(interval: tuple[float, float], margin: float) -> str:
     if -margin < low and high < margin:
         return "as good as"
     return "inconclusive"
+
+
+def verdict_phrase(verdict: str, other: str) -> str:
+    """A verdict as words about ``other``, for a sentence "a is ...".
+
+    >>> verdict_phrase("better", "train mode"), verdict_phrase("inconclusive", "train mode")
+    ('better than train mode', 'not told apart from train mode (inconclusive)')
+    """
+    phrases = {
+        "better": f"better than {other}",
+        "worse": f"worse than {other}",
+        "as good as": f"as good as {other}",
+        "inconclusive": f"not told apart from {other} (inconclusive)",
+    }
+    if verdict not in phrases:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    return phrases[verdict]
 
 
 def _percentiles(means: np.ndarray, confidence: float) -> tuple[float, float]:

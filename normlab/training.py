@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
@@ -43,7 +44,7 @@ from itertools import pairwise
 import numpy as np
 
 from normlab import data, nn, parallel
-from normlab.layers import BatchNorm
+from normlab.layers import BatchNorm, BatchRenorm
 
 __all__ = [
     "LM_OPTIMIZERS",
@@ -51,13 +52,16 @@ __all__ = [
     "MIN_TRAINING_STEPS",
     "OPTIMIZERS",
     "LMTrainingSetup",
+    "RenormSchedule",
     "TrainingSetup",
     "batchnorm_layers",
+    "best_learning_rate",
     "digits",
     "evaluate_language_model",
     "fit",
     "learning_rate",
     "predict",
+    "recompute_batchnorm_statistics",
     "statistics_batch_size",
     "train_cnn",
     "train_language_model",
@@ -177,6 +181,74 @@ class TrainingSetup:
         return warnings
 
 
+@dataclass(frozen=True)
+class RenormSchedule:
+    """Batch Renorm's clipping limits over training: the shape of Ioffe's (2017) schedule.
+
+    Ioffe trains with r_max = 1 and d_max = 0 (exactly BatchNorm) for the first 5,000
+    steps, then relaxes the limits gradually, reaching r_max = 3 at 40,000 steps and
+    d_max = 5 at 25,000 steps. Here the same shape is laid over a run of any length, with
+    those step counts read as fractions of the run (in thousands of steps per 100,000):
+    BatchNorm alone for the first ``start`` of the steps, then linear ramps that reach
+    ``r_max`` at ``r_max_at`` and ``d_max`` at ``d_max_at``, held from there on::
+
+        r_max(t) = 1 + (r_max - 1) * clip((t - start) / (r_max_at - start), 0, 1)
+        d_max(t) =     d_max       * clip((t - start) / (d_max_at - start), 0, 1)
+
+    with ``t = step / total_steps``. :func:`fit` sets the limits of every
+    :class:`~normlab.layers.BatchRenorm` of the model before each step; without a schedule
+    a BatchRenorm keeps the limits it was built with (BatchNorm at its defaults).
+    Construction checks the values (ValueError).
+
+    >>> schedule = RenormSchedule()
+    >>> [schedule.limits(step, 100) for step in (0, 5, 25, 40, 99)]
+    [(1.0, 0.0), (1.0, 0.0), (2.142857142857143, 5.0), (3.0, 5.0), (3.0, 5.0)]
+    """
+
+    r_max: float = 3.0
+    d_max: float = 5.0
+    start: float = 0.05
+    r_max_at: float = 0.40
+    d_max_at: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.r_max, (int, float)) and self.r_max >= 1):
+            raise ValueError(f"renorm_schedule.r_max must be a number ≥ 1, got {self.r_max!r}")
+        if not (isinstance(self.d_max, (int, float)) and self.d_max >= 0):
+            raise ValueError(f"renorm_schedule.d_max must be a number ≥ 0, got {self.d_max!r}")
+        if not 0 <= self.start < min(self.r_max_at, self.d_max_at) <= 1:
+            raise ValueError(
+                "renorm_schedule needs 0 ≤ start < r_max_at, d_max_at ≤ 1 (fractions of the "
+                f"run), got start={self.start!r}, r_max_at={self.r_max_at!r}, "
+                f"d_max_at={self.d_max_at!r}"
+            )
+        if not max(self.r_max_at, self.d_max_at) <= 1:
+            raise ValueError(
+                f"renorm_schedule: r_max_at and d_max_at must be ≤ 1, got {self.r_max_at!r}, "
+                f"{self.d_max_at!r}"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def limits(self, step: int, total_steps: int) -> tuple[float, float]:
+        """(r_max, d_max) for step ``step`` (0-based) of ``total_steps``."""
+        t = step / max(total_steps, 1)
+
+        def ramp(reached_at: float) -> float:
+            return float(np.clip((t - self.start) / (reached_at - self.start), 0.0, 1.0))
+
+        return 1.0 + (self.r_max - 1.0) * ramp(self.r_max_at), self.d_max * ramp(self.d_max_at)
+
+    def describe(self) -> str:
+        """The schedule in one line, for a caption."""
+        return (
+            f"r_max 1 → {self.r_max:g} and d_max 0 → {self.d_max:g}, BatchNorm alone for the "
+            f"first {self.start:.0%} of the steps, reached at {self.r_max_at:.0%} and "
+            f"{self.d_max_at:.0%} (Ioffe's 5k/40k/25k steps as fractions)"
+        )
+
+
 @lru_cache(maxsize=2)
 def digits(evaluation: str = "test") -> data.DigitsSplit:
     """The fixed digits split, loaded once per process.
@@ -226,6 +298,28 @@ def learning_rate(rule: str, base_lr: float, batch_size: int, reference_batch_si
     raise ValueError(f"learning-rate rule must be one of {LR_RULES}, got {rule!r}")
 
 
+def best_learning_rate(learning_rates, validation_accuracy) -> float:
+    """The learning rate with the highest median validation accuracy over seeds.
+
+    ``validation_accuracy`` has shape (learning rates, seeds): each from a run with
+    ``evaluation="validation"`` (:func:`digits`), so the choice never sees the test
+    images. Ties go to the smaller learning rate.
+
+    >>> best_learning_rate([0.01, 0.1, 1.0], [[0.90, 0.92], [0.95, 0.93], [0.94, 0.94]])
+    0.1
+    """
+    learning_rates = list(learning_rates)
+    accuracy = np.asarray(validation_accuracy, dtype=float)
+    if accuracy.ndim != 2 or len(accuracy) != len(learning_rates):
+        raise ValueError(
+            f"validation_accuracy must have shape (learning rates = {len(learning_rates)}, "
+            f"seeds), got {accuracy.shape}"
+        )
+    medians = np.median(accuracy, axis=1)
+    best = max(range(len(learning_rates)), key=lambda i: (medians[i], -learning_rates[i]))
+    return float(learning_rates[best])
+
+
 def batchnorm_layers(model: nn.Sequential) -> list:
     """The BatchNorm layers of ``model``, in order (empty for other norms)."""
     return [layer for layer in model.modules() if isinstance(layer, BatchNorm)]
@@ -236,6 +330,35 @@ def predict(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
     model.eval()
     logits = [model(x[start : start + _EVAL_CHUNK]) for start in range(0, len(x), _EVAL_CHUNK)]
     return np.argmax(np.concatenate(logits), axis=1)
+
+
+def recompute_batchnorm_statistics(model: nn.Sequential, x: np.ndarray) -> None:
+    """Replace every BatchNorm's running mean and variance by the statistics of ``x``.
+
+    Resets the running averages, switches to ``momentum=None`` (a cumulative average)
+    and runs ``x`` through the model in train mode as one batch, with no weight update;
+    then restores each layer's momentum and sets eval mode. Each BatchNorm's running
+    mean and variance are then exactly the mean and (unbiased) variance of its input
+    over ``x``, computed with the layers below already normalized by their own
+    statistics of ``x``.
+
+    With training images this is *precise BN* (Wu & Johnson 2021, "Rethinking 'Batch'
+    in BatchNorm"): population statistics for the final weights, in place of running
+    averages of batch statistics taken with older weights. With unlabelled images of a
+    new domain (the test images under a distribution shift) it is *AdaBN* (Li et al.
+    2016, "Revisiting Batch Normalization For Practical Domain Adaptation"). The
+    weights are not touched.
+    """
+    norms = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.reset_running_stats()
+        layer.momentum = None
+    model.train()
+    model(x)  # forward only: the weights are not touched
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
+    model.eval()
 
 
 def train_mode_predictions(
@@ -403,6 +526,9 @@ def fit(
     sync_batchnorm: bool = False,
     evaluation: str = "test",
     images: bool = False,
+    frozen_batchnorm: bool = False,
+    renorm_schedule: RenormSchedule | None = None,
+    on_step=None,
 ) -> dict:
     """Train ``model`` on ``split`` with SGD or Adam, then measure it: the one training loop.
 
@@ -426,6 +552,18 @@ def fit(
         synchronized (over all B).
     evaluation : ``"test"`` or ``"validation"``; only recorded here (it chose ``split``).
     images : feed (N, 8, 8, 1) images (a CNN) instead of (N, 64) vectors.
+    frozen_batchnorm : keep every BatchNorm in eval mode while the rest of the model
+        trains (*frozen* BatchNorm, as when fine-tuning with small batches): each normalizes
+        with its running statistics, which eval mode never updates, so it is a fixed
+        affine map per feature whose γ and β still learn. A batch of one is then fine.
+    renorm_schedule : :class:`RenormSchedule`, optional: sets r_max and d_max of every
+        :class:`~normlab.layers.BatchRenorm` before each step. Without one, a model with
+        Batch Renorm at r_max = 1, d_max = 0 trains exactly as BatchNorm, and a
+        ``UserWarning`` says so.
+    on_step : callable ``(step, model, loss)``, optional, called after each optimizer
+        step (``step`` counts from 1), e.g. to measure the model mid-training. It must
+        leave the model as it found it (measure a ``copy.deepcopy``) and draw nothing from
+        ``rng``, or the training changes.
 
     Returns
     -------
@@ -434,7 +572,8 @@ def fit(
         eval mode (running statistics); ``test_correct``: 1/0 per test image, for paired
         comparisons (:mod:`normlab.stats`); ``test_accuracy_train_mode``: accuracy in
         train mode, each random test batch of the statistics batch size (B, B/k per
-        device, or g for ghost batches) normalized by its own statistics;
+        device, or g for ghost batches) normalized by its own statistics (with
+        ``frozen_batchnorm``, which trains in eval mode, the eval-mode accuracy);
         ``train_accuracy_eval``; ``final_train_loss``: mean loss over the last epoch's
         steps; ``steps``, ``samples_seen``, ``learning_rate``; ``diverged``: True if the
         loss became NaN or inf (training stops there; the accuracies are then those of
@@ -442,7 +581,9 @@ def fit(
     """
     if evaluation not in EVALUATIONS:
         raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
-    trains_batchnorm = any(isinstance(layer, BatchNorm) for layer in model.modules())
+    trains_batchnorm = not frozen_batchnorm and any(
+        isinstance(layer, BatchNorm) for layer in model.modules()
+    )
     if trains_batchnorm and batch_size // devices < 2 and not sync_batchnorm:
         raise ValueError(
             "BatchNorm cannot train with one sample per batch (one sample has no variance): "
@@ -450,50 +591,76 @@ def fit(
         )
     if batch_size % devices:
         raise ValueError(f"batch size {batch_size} must be a multiple of devices={devices}")
+    renorm_layers = [layer for layer in model.modules() if isinstance(layer, BatchRenorm)]
+    if renorm_schedule is None and any(
+        layer.r_max == 1 and layer.d_max == 0 for layer in renorm_layers
+    ):
+        warnings.warn(
+            "fit: the model's BatchRenorm layers have r_max=1, d_max=0, where Batch Renorm is "
+            "exactly BatchNorm, and no renorm_schedule relaxes them; pass "
+            "renorm_schedule=RenormSchedule() for the paper's schedule",
+            UserWarning,
+            stacklevel=2,
+        )
     x_train = split.x_train_images if images else split.x_train
     x_test = split.x_test_images if images else split.x_test
     lr = learning_rate(lr_rule, base_lr, batch_size, reference_batch_size)
     opt = _make_optimizer(optimizer, model, lr, momentum, weight_decay)
 
     model.train()
+    if frozen_batchnorm:
+        for layer in batchnorm_layers(model):
+            layer.eval()
+    planned_steps = steps if steps is not None else epochs * (len(x_train) // batch_size)
     taken, diverged = 0, False
     epoch_losses: list[float] = []
     budget_epochs = epochs if steps is None else math.inf
     epoch = 0
-    while epoch < budget_epochs and not diverged and (steps is None or taken < steps):
-        epoch += 1
-        epoch_losses = []
-        for batch in data.iterate_minibatches(len(x_train), batch_size, rng):
-            if devices == 1:
-                loss, dlogits = nn.softmax_cross_entropy(
-                    model(x_train[batch]), split.y_train[batch]
-                )
-                if math.isfinite(loss):
-                    model.backward(dlogits)
-            else:
-                loss = parallel.data_parallel_step(
-                    model,
-                    x_train[batch],
-                    split.y_train[batch],
-                    devices=devices,
-                    sync_batchnorm=sync_batchnorm,
-                ).loss
-            if not math.isfinite(loss):
-                diverged = True
-                break
-            opt.step()
-            epoch_losses.append(loss)
-            taken += 1
-            if steps is not None and taken >= steps:
-                break
+    # A diverging run overflows on its way to a non-finite loss, which stops it (diverged)
+    with np.errstate(over="ignore", invalid="ignore"):
+        while epoch < budget_epochs and not diverged and (steps is None or taken < steps):
+            epoch += 1
+            epoch_losses = []
+            for batch in data.iterate_minibatches(len(x_train), batch_size, rng):
+                if renorm_schedule is not None:
+                    r_max, d_max = renorm_schedule.limits(taken, planned_steps)
+                    for layer in renorm_layers:
+                        layer.r_max, layer.d_max = r_max, d_max
+                if devices == 1:
+                    loss, dlogits = nn.softmax_cross_entropy(
+                        model(x_train[batch]), split.y_train[batch]
+                    )
+                    if math.isfinite(loss):
+                        model.backward(dlogits)
+                else:
+                    loss = parallel.data_parallel_step(
+                        model,
+                        x_train[batch],
+                        split.y_train[batch],
+                        devices=devices,
+                        sync_batchnorm=sync_batchnorm,
+                    ).loss
+                if not math.isfinite(loss):
+                    diverged = True
+                    break
+                opt.step()
+                epoch_losses.append(loss)
+                taken += 1
+                if on_step is not None:
+                    on_step(taken, model, loss)
+                if steps is not None and taken >= steps:
+                    break
 
     with np.errstate(invalid="ignore", over="ignore"):
         test_eval = predict(model, x_test)
         train_eval = predict(model, x_train)
-        statistics_batch = statistics_batch_size(
-            model, batch_size, devices=devices, sync_batchnorm=sync_batchnorm
-        )
-        test_train_mode = train_mode_predictions(model, x_test, statistics_batch, rng)
+        if frozen_batchnorm:  # it trained in eval mode: that is its training-mode function
+            test_train_mode = test_eval
+        else:
+            statistics_batch = statistics_batch_size(
+                model, batch_size, devices=devices, sync_batchnorm=sync_batchnorm
+            )
+            test_train_mode = train_mode_predictions(model, x_test, statistics_batch, rng)
     correct = test_eval == split.y_test
     return {
         "test_accuracy_eval": float(np.mean(correct)),

@@ -51,3 +51,16 @@ def test_train_mode_accuracy_grows_with_the_test_batch(results):
     sizes = results["test_batch_sizes"]
     by_size = results["probe_train_mode_accuracy"]
     assert np.median(by_size[sizes.index(2)]) < np.median(by_size[sizes.index(max(sizes))])
+
+
+def test_the_caption_says_which_mode_was_ahead_in_the_run_it_shows(results):
+    sentence = train_eval_gap.scope_sentence(results)
+    assert "Wu & Johnson (2021)" in sentence and "not a rule" in sentence
+    gaps = results["headline"]["eval_minus_train_mode_points"]
+    if all(gap > 0 for gap in gaps.values()):
+        assert "eval mode was ahead of train mode at every B" in sentence
+    one_train_ahead = {
+        "batch_sizes": [2, 4],
+        "headline": {"eval_minus_train_mode_points": {"2": -1.5, "4": 3.0}},
+    }
+    assert "train mode was ahead at B = 2;" in train_eval_gap.scope_sentence(one_train_ahead)

@@ -1,12 +1,15 @@
-"""Folding an eval-mode BatchNorm into the Linear layer before it (normlab.folding).
+"""Folding an eval-mode BatchNorm into the Linear or Conv2d layer before it (normlab.folding).
 
 * ``fold_batchnorm(linear, batchnorm)`` equals ``batchnorm(linear(x))`` to float rounding
   (float32 and float64; with and without the Linear bias and BatchNorm's affine
   parameters; Batch Renorm and ghost batches in eval mode; with a padding mask);
-* ``fold_all_batchnorms(mlp)`` leaves no BatchNorm, keeps the layer names, equals the
-  eval-mode network and changes nothing in it;
+* ``fold_batchnorm(conv, batchnorm)`` equals ``batchnorm(conv(x))`` on (N, H, W, C) images
+  (float32 and float64; with and without the convolution's bias; stride and zero padding,
+  whose border positions must come out right too; non-square kernels);
+* ``fold_all_batchnorms(mlp)`` and ``fold_all_batchnorms(cnn)`` leave no BatchNorm, keep
+  the layer names, equal the eval-mode network and change nothing in it;
 * a BatchNorm in training mode, one without running statistics, a BatchNorm after
-  something else than a Linear layer, and mismatched sizes are errors that say why.
+  something else than a Linear or Conv2d layer, and mismatched sizes are errors that say why.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ def test_mismatched_sizes_and_wrong_types_are_rejected(rng):
     batchnorm = trained_batchnorm(rng)
     with pytest.raises(ValueError, match=r"out_features=5.*num_features=4"):
         nl.fold_batchnorm(nn.Linear(3, 5, rng=rng), batchnorm)
-    with pytest.raises(TypeError, match="must be a Linear layer, got ReLU"):
+    with pytest.raises(TypeError, match="must be a Linear or Conv2d layer, got ReLU"):
         nl.fold_batchnorm(nn.ReLU(), batchnorm)
     with pytest.raises(TypeError, match="expected a BatchNorm to fold, got LayerNorm"):
         nl.fold_batchnorm(nn.Linear(3, 4, rng=rng), nl.LayerNorm(4))
@@ -185,3 +188,120 @@ def test_a_batchnorm_inside_another_container_is_named(rng):
     model = nn.Sequential(nn.SequenceModel(3, 4, 2, rng=0, norm="batch")).eval()
     with pytest.raises(ValueError, match=r"'0' \(SequenceModel\) holds a BatchNorm"):
         nl.fold_all_batchnorms(model)
+
+
+# ---------------------------------------------------------------------------
+# Conv2d
+# ---------------------------------------------------------------------------
+
+
+def image_batch(rng, dtype, shape=(5, 7, 6, 3)):
+    """Images (N, H, W, C_in) with an offset, so that the bias and the mean matter."""
+    return rng.normal(1.5, 2.0, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("conv_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "padding"),
+    [(3, 1, 1), (3, 2, 0), ((1, 3), 1, (0, 2)), (2, (1, 2), 1)],
+    ids=["3x3-same", "3x3-stride2", "1x3-padded", "2x2-stride12"],
+)
+@pytest.mark.parametrize(
+    ("layer_class", "options"),
+    [
+        (nl.BatchNorm, {}),
+        (nl.BatchNorm, {"affine": False}),
+        (nl.BatchRenorm, {"r_max": 3.0, "d_max": 5.0}),
+    ],
+    ids=["batchnorm", "no-affine", "batch-renorm"],
+)
+def test_folded_conv_equals_batchnorm_after_conv(
+    dtype, conv_bias, kernel_size, stride, padding, layer_class, options, rng
+):
+    conv = nn.Conv2d(3, 4, kernel_size, stride, padding, bias=conv_bias, rng=rng, dtype=dtype)
+    batchnorm = layer_class(4, dtype=dtype, **options)
+    for name, value in batchnorm.params.items():
+        value[...] = rng.uniform(0.5, 2.0, size=4) if name == "weight" else 0.3
+    for _ in range(5):  # running statistics of this convolution's outputs, far from 0 and 1
+        batchnorm(conv(image_batch(rng, dtype)))
+    batchnorm.eval()
+    x = image_batch(rng, dtype)
+    expected = batchnorm(conv(x))
+    folded = nl.fold_batchnorm(conv, batchnorm)
+    y = folded(x)
+    assert isinstance(folded, nn.Conv2d)
+    assert (folded.kernel_size, folded.stride, folded.padding) == (
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+    )
+    assert y.shape == expected.shape and y.dtype == dtype
+    assert folded.params["weight"].dtype == dtype and folded.params["weight"].shape == (
+        conv.params["weight"].shape
+    )
+    assert relative_error(y, expected) < FOLD_TOLERANCE[dtype]
+    # the border positions, where zero padding cuts the window, are folded as exactly
+    border = np.abs(y[:, 0] - expected[:, 0]).max() / np.abs(expected).max()
+    assert border < FOLD_TOLERANCE[dtype]
+    assert ("bias" in conv.params) == conv_bias and "bias" in folded.params
+
+
+def test_conv_folding_scales_each_output_channel_kernel(rng):
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False, rng=rng, dtype=np.float64)
+    batchnorm = trained_batchnorm(rng, 3, dtype=np.float64)
+    folded = nl.fold_batchnorm(conv, batchnorm)
+    scale = batchnorm.params["weight"] / np.sqrt(batchnorm.running_var + batchnorm.eps)  # (C_out,)
+    for channel in range(3):  # the kernel of output channel o is weight[..., o]
+        np.testing.assert_allclose(
+            folded.params["weight"][..., channel],
+            conv.params["weight"][..., channel] * scale[channel],
+            rtol=1e-15,
+        )
+    expected_bias = batchnorm.params["bias"] - batchnorm.running_mean * scale
+    np.testing.assert_allclose(folded.params["bias"], expected_bias, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fold_all_batchnorms_leaves_a_cnn_with_no_batchnorm_and_the_same_outputs(dtype):
+    rng = np.random.default_rng(1)
+    model = nn.CNN(1, 10, widths=(4, 8), rng=rng, dtype=dtype)
+    for _ in range(5):  # training forwards move the running statistics off 0 and 1
+        model(rng.normal(0.5, 2.0, size=(8, 8, 8, 1)).astype(dtype))
+    for value in model.params.values():
+        value += (0.2 * rng.normal(size=value.shape)).astype(dtype)
+    model.eval()
+    before = copy.deepcopy(model)
+    deployed = nl.fold_all_batchnorms(model)
+    assert not any(isinstance(layer, nl.BatchNorm) for layer in deployed.modules())
+    names = [name for name, _ in deployed.named_children()]
+    assert names == [
+        name for name, layer in model.named_children() if not isinstance(layer, nl.BatchNorm)
+    ]
+    assert [type(layer).__name__ for layer in deployed][:3] == ["Conv2d", "ReLU", "MaxPool2d"]
+    x = rng.normal(size=(6, 8, 8, 1)).astype(dtype)
+    assert relative_error(deployed(x), model(x)) < 10 * FOLD_TOLERANCE[dtype]
+    assert np.array_equal(deployed(x).argmax(axis=1), model(x).argmax(axis=1))
+    for name, value in before.state_dict().items():  # the model itself is unchanged
+        np.testing.assert_array_equal(model.state_dict()[name], value)
+
+
+def test_a_conv_and_a_batchnorm_of_other_sizes_are_rejected(rng):
+    conv = nn.Conv2d(1, 5, 3, rng=rng)
+    with pytest.raises(ValueError, match=r"Conv2d layer has out_channels=5.*num_features=4"):
+        nl.fold_batchnorm(conv, trained_batchnorm(rng))
+
+
+def test_a_batchnorm_after_a_pool_is_rejected(rng):
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=rng), nn.MaxPool2d(2), trained_batchnorm(rng)
+    ).eval()
+    with pytest.raises(
+        ValueError, match="BatchNorm '2' follows a MaxPool2d, not a Linear or Conv2d"
+    ):
+        nl.fold_all_batchnorms(model)
+
+
+def test_a_cnn_in_training_mode_is_rejected_with_the_fix():
+    with pytest.raises(ValueError, match=r"BatchNorm '1'.*training mode.*\.eval\(\)"):
+        nl.fold_all_batchnorms(nn.CNN(1, 10, widths=(4,), rng=0))

@@ -57,8 +57,10 @@ def test_every_method_has_its_own_colour_and_marker():
         "rms",
         "group",
         "instance",
+        "batch_renorm",
     }
-    assert all(style.color in plotting.COLORS.values() for style in styles)  # Okabe–Ito only
+    palette = {*plotting.COLORS.values(), *plotting.EXTRA_COLORS.values()}  # colour-blind safe
+    assert all(style.color in palette for style in styles)
     assert plotting.method_label("rms") == "RMSNorm"
 
 

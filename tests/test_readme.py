@@ -333,6 +333,143 @@ QUOTED = [
     ),
     ("running_stats", at("cumulative_unbiased_running_var_over_true_var"), "to {:.3f} of".format),
     ("running_stats", at("cumulative_biased_alternative_over_true_var"), "give {:.3f}.".format),
+    ("precise_bn", at("probe_step"), "{} steps into training".format),
+    (
+        "precise_bn",
+        at("per_momentum/0.01/precise_minus_eval_points"),
+        "fixed (precise BN) gains {:.2f}\npoints".format,
+    ),
+    (
+        "precise_bn",
+        lambda values: values["per_momentum"]["0.01"]["precise_minus_eval_interval_points"],
+        lambda interval: "(Keras' 0.99; 95 % interval {:.2f} to {:.2f})".format(*interval),
+    ),
+    ("precise_bn", at("per_momentum/0.1/precise_minus_eval_points"), "and {:.2f}\nover".format),
+    (
+        "precise_bn",
+        lambda values: values["per_momentum"]["0.1"]["precise_minus_eval_interval_points"],
+        lambda interval: "(interval {:.2f} to {:.2f})".format(*interval).replace("-", "−"),
+    ),
+    ("precise_bn", at("precise_samples_needed"), "Precise BN from {} images is within".format),
+    (
+        "test_time_shift",
+        at("median_accuracy_percent/mlp/batch/contrast/0.25"),
+        "training statistics at {:.1f} % in the MLP".format,
+    ),
+    (
+        "test_time_shift",
+        at("median_accuracy_percent/cnn/batch/contrast/0.25"),
+        "and {:.1f} % in the CNN".format,
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            values["median_accuracy_percent"][model]["batch_adabn"]["contrast"]["0.25"]
+            for model in ("mlp", "cnn")
+        ],
+        lambda pair: "labels) give {:.1f} % and {:.1f} %".format(*pair),
+    ),
+    (
+        "test_time_shift",
+        at("adabn_affine_shift_accuracy_range_points/mlp"),
+        "(range {:.1f} points)".format,
+    ),
+    (
+        "test_time_shift",
+        at("median_accuracy_percent/mlp/layer/contrast/0.25"),
+        "LayerNorm keeps {:.1f} % in the MLP".format,
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            values["median_accuracy_percent"]["cnn"][norm]["contrast"]["0.25"]
+            for norm in ("layer", "group")
+        ],
+        lambda pair: "GroupNorm keep {:.1f} % and {:.1f} % in the CNN".format(*pair),
+    ),
+    (
+        "test_time_shift",
+        lambda values: [
+            f(
+                by_method["noise"]["1.5"]
+                for by_method in values["median_accuracy_percent"][model].values()
+            )
+            for model in ("mlp", "cnn")
+            for f in (min, max)
+        ],
+        lambda ranges: "(MLP {:.1f}–{:.1f} %, CNN {:.1f}–{:.1f} %)".format(*ranges),
+    ),
+    (
+        "frozen_batchnorm",
+        at("median_test_accuracy_percent/train/2"),
+        "in train mode it reaches {:.1f} %".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("median_test_accuracy_percent/frozen/2"),
+        "still learning) {:.1f} %".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("frozen_minus_train_points_at_smallest"),
+        "a paired difference of {:.1f}\npoints".format,
+    ),
+    (
+        "frozen_batchnorm",
+        at("frozen_minus_train_interval_at_smallest"),
+        lambda interval: "(95 % interval {:.1f} to {:.1f})".format(*interval),
+    ),
+    (
+        "frozen_batchnorm",
+        lambda values: [
+            values["frozen_minus_train_points_at_largest"],
+            *values["frozen_minus_train_interval_at_largest"],
+        ],
+        lambda numbers: "(frozen − train {:.1f} points, interval {:.1f} to {:.1f})".format(
+            *numbers
+        ).replace("-", "−"),
+    ),
+    (
+        "frozen_batchnorm",
+        at("recomputed_minus_frozen_median_points/2"),
+        "changes the median by {:.1f} points at B = 2".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_eval_accuracy_percent/batch_renorm/2"),
+        "Batch Renorm reaches {:.1f} %".format,
+    ),
+    ("batch_renorm", at("median_eval_accuracy_percent/batch/2"), "BatchNorm's\n{:.1f} %".format),
+    (
+        "batch_renorm",
+        lambda values: [
+            values["renorm_minus_batch_points_at_smallest"],
+            *values["renorm_minus_batch_interval_at_smallest"],
+        ],
+        lambda numbers: "(paired difference {:.1f} points, 95 % interval {:.1f} to {:.1f})".format(
+            *numbers
+        ),
+    ),
+    (
+        "batch_renorm",
+        at("median_eval_accuracy_percent/group/2"),
+        "GroupNorm's {:.1f} %".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_train_eval_gap_points/batch_renorm/2"),
+        "train/eval gap at B = 2 is {:.1f} points".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_train_eval_gap_points/batch/2"),
+        "against BatchNorm's {:.1f},".format,
+    ),
+    (
+        "batch_renorm",
+        at("median_clipped_share_percent/r/2"),
+        "r is at its limit for {:.0f} %".format,
+    ),
     (
         "padding_stats",
         at("unmasked_mean_error_at_largest_fraction_median"),

@@ -94,3 +94,10 @@ def test_bad_inputs_are_named(a, b, words):
         stats.paired_comparison(a, b, margin=0.01)
     with pytest.raises(ValueError, match="margin"):
         stats.paired_comparison(np.zeros(2), np.zeros(2), margin=-1)
+
+
+def test_a_verdict_reads_as_words_and_an_unknown_one_is_refused():
+    assert stats.verdict_phrase("worse", "BatchNorm") == "worse than BatchNorm"
+    assert stats.verdict_phrase("as good as", "BatchNorm") == "as good as BatchNorm"
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        stats.verdict_phrase("better!", "BatchNorm")
