@@ -21,6 +21,7 @@ Nothing is downloaded and everything is determined by a seed:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ __all__ = [
     "load_char_corpus",
     "load_digits_split",
     "load_digits_validation_split",
+    "load_tuning_corpus",
     "make_sequence_task",
     "padded_batch",
     "sample_windows",
@@ -547,6 +549,32 @@ def load_char_corpus(block_length: int = 4096, validation_every: int = 10) -> Ch
         validation_every=validation_every,
         fingerprint=corpus_fingerprint(),
     )
+
+
+@lru_cache(maxsize=4)
+def load_tuning_corpus(block_length: int = 4096, validation_every: int = 10) -> CharCorpus:
+    """The training split of :func:`load_char_corpus`, split again, for choosing settings.
+
+    The training split is cut into blocks of ``block_length`` characters in the same way,
+    and every ``validation_every``-th block goes to the ``validation`` split of the result
+    (the tuning text), the rest to its ``train`` split. Learning rates and other choices
+    are made by training on the one and measuring on the other, so the validation split
+    of :func:`load_char_corpus`, on which results are reported, is never looked at while
+    choosing. The vocabulary (and so every id) is the whole corpus's.
+
+    >>> tuning, corpus = load_tuning_corpus(), load_char_corpus()
+    >>> len(tuning.train) + len(tuning.validation) == len(corpus.train)
+    True
+    >>> tuning.vocabulary == corpus.vocabulary
+    True
+    """
+    corpus = load_char_corpus(block_length, validation_every)
+    block_index = np.arange(corpus.train.size) // block_length
+    held_out = block_index % validation_every == validation_every - 1
+    train, tuning = corpus.train[~held_out], corpus.train[held_out]
+    train.flags.writeable = False
+    tuning.flags.writeable = False
+    return dataclasses.replace(corpus, train=train, validation=tuning)
 
 
 def _check_window(ids: np.ndarray, length: int, who: str) -> int:
