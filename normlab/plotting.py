@@ -95,6 +95,10 @@ METHODS: dict[str, MethodStyle] = {
     "rms": MethodStyle("RMSNorm", COLORS["bluish_green"], "^"),
     "group": MethodStyle("GroupNorm", COLORS["orange"], "v"),
     "instance": MethodStyle("InstanceNorm", COLORS["reddish_purple"], "P"),
+    # Where LayerNorm sits in a transformer block: LayerNorm's hue, light and dark.
+    "pre_ln": MethodStyle("Pre-LN", COLORS["vermillion"], "s"),
+    "post_ln": MethodStyle("Post-LN", "#7A2E00", "o"),
+    "batch_per_step": MethodStyle("BatchNorm per time step", COLORS["sky_blue"], "d"),
 }
 
 #: Resolution of saved PNGs; 8 x 5 inch figures become 1200 x 750 pixels.
