@@ -68,6 +68,10 @@ REGISTRY: tuple[str, ...] = (
     "padding_stats",
     "causal_leak",
     "length_generalization",
+    "placement_gradients",
+    "placement_warmup",
+    "lm_norms",
+    "lm_batch_composition",
     "rms_vs_layernorm",
     "variance_numerics",
 )
