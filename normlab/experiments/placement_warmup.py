@@ -279,17 +279,23 @@ def summary(results: dict) -> str:
                 failed_runs = entry["failed_runs"]
                 verdict = f"  {failed_runs} of {entry['runs']} failed" if failed_runs else ""
                 lines.append(f"  lr {lr:<7g} {label:26s} {loss}{verdict}")
-    failures = [
-        (lr, combination)
-        for lr in results["learning_rates"]
-        for combination, entry in headline[f"lr_{lr}"].items()
-        if entry["failed_runs"]
-    ]
+    failures = failed_combinations(results)
     if failures:
-        lines.append(
-            "failed (not below the unigram baseline): "
-            + "; ".join(f"{combination} at lr {lr:g}" for lr, combination in failures)
-        )
+        lines.append("failed (not below the unigram baseline): " + "; ".join(failures))
     else:
         lines.append("every run trained (below the unigram baseline)")
     return "\n".join(lines)
+
+
+def failed_combinations(results: dict) -> list[str]:
+    """Each (learning rate, placement, schedule) with a failed run, in words with the count."""
+    headline = results["headline"]
+    return [
+        f"{plotting.method_label(placement)} {_SCHEDULE_LABELS[schedule]} at lr {lr:g} "
+        f"({entry['failed_runs']} of {entry['runs']})"
+        for lr in results["learning_rates"]
+        for placement in results["placements"]
+        for schedule in results["schedules"]
+        for entry in (headline[f"lr_{lr}"][f"{placement}_{schedule}"],)
+        if entry["failed_runs"]
+    ]
