@@ -270,8 +270,8 @@ def assert_usage_error(capsys, argv, out: Path, *expected: str) -> None:
         (["figures", "--seeds", "0"], "number of seeds must be ≥ 1"),
         (["figures", "--only", "causal_leak", "--seq-lens", "1", "8"], "seq_lens must all be ≥ 2"),
         (
-            ["run", "causal_leak", "--seq-lens", "1", "8"],
-            "causal_leak: seq_lens must all be ≥ 2",
+            ["run", "length_generalization", "--seq-lens", "1", "8"],
+            "length_generalization: seq_lens must all be ≥ 2",
         ),
         (["figures", "--jobs", "0"], "jobs must be ≥ 1"),
         (["figures", "--formats", "jpg"], "invalid choice: 'jpg'"),

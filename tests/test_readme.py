@@ -176,18 +176,29 @@ QUOTED = [
         at("instance_over_batchnorm_future_total_at_longest_seq_len"),
         "InstanceNorm {:.2f}× as much".format,
     ),
-    ("length_generalization", at("train_len"), "sequences of {} tokens".format),
-    ("length_generalization", at("test_len"), "tested on {} tokens".format),
     (
         "length_generalization",
+        lambda values: values["causal_largest_median_accuracy_drop_shortest_to_longest"] <= 0,
+        lambda no_drop: "(no median drops" if no_drop else "<a median drops>",
+    ),
+    (
+        "length_generalization",
+        at("causal_batch_running_stats_std_ratio_median"),
+        "std {:.2f},".format,
+    ),
+    ("length_generalization", at("causal_unmasked_std_ratio_theory"), "theory {:.2f})".format),
+    ("length_drift", at("train_len"), "sequences of {} tokens".format),
+    ("length_drift", at("test_len"), "tested on {} tokens".format),
+    (
+        "length_drift",
         at("drifting/batch_per_step/drop_points"),
         "per-time-step statistics {:.1f} points".format,
     ),
-    ("length_generalization", at("drifting/batch/drop_points"), "over time {:.1f},".format),
-    ("length_generalization", at("drifting/layer/drop_points"), "LayerNorm {:.1f},".format),
-    ("length_generalization", at("drifting/rms/drop_points"), "RMSNorm {:.1f}.".format),
+    ("length_drift", at("drifting/batch/drop_points"), "over time {:.1f},".format),
+    ("length_drift", at("drifting/layer/drop_points"), "LayerNorm {:.1f},".format),
+    ("length_drift", at("drifting/rms/drop_points"), "RMSNorm {:.1f}.".format),
     (
-        "length_generalization",
+        "length_drift",
         lambda values: (
             values["drifting"]["verdict"]["layer_vs_batch"],
             values["drifting"]["verdict"]["layer_vs_batch_per_step"],
@@ -199,7 +210,7 @@ QUOTED = [
         ),
     ),
     (
-        "length_generalization",
+        "length_drift",
         lambda values: (
             max(
                 entry["drop_points"]

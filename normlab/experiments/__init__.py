@@ -68,6 +68,7 @@ REGISTRY: tuple[str, ...] = (
     "padding_stats",
     "causal_leak",
     "length_generalization",
+    "length_drift",
     "placement_gradients",
     "placement_warmup",
     "lm_norms",

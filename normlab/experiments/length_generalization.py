@@ -1,87 +1,102 @@
-"""Train short, test long: per-position accuracy beyond the training length, BN vs LN vs RMSNorm.
+"""Sequence models trained on short sequences, tested on long ones, with BN, LN or RMSNorm.
 
-The question: a sequence model trained on sequences of ``train_len`` tokens is run on
-sequences several times longer. Does the normalization decide whether it still works? The
-popular answer: "LayerNorm is better for long sequences, because it normalizes each time
-step on its own". Ba et al. (2016, "Layer Normalization", §3.1) put it this way for
-recurrent networks: BatchNorm there needs statistics for each time step, and a test
-sequence longer than any training sequence has time steps without any; Cooijmans et al.
-(2016, "Recurrent Batch Normalization") keep per-time-step statistics and reuse those of
-the last trained step beyond it.
+The question: a model with a normalization inside each block is trained on short
+sequences and then run on longer ones, as a language model is. Does the choice of
+normalization decide whether it still works, and does it matter whether
+BatchNorm's statistics skip the padding?
 
-Setup: :class:`normlab.nn.SequenceModel` (two pre-norm residual blocks whose token mixing
-is the running mean of the prefix, a norm before a per-token readout; causal) on the task of
-:func:`normlab.data.make_sequence_task` (each token labelled "is its value above the
-running mean of its sequence so far?"). Trained with Adam on fresh batches of sequences of
-exactly ``train_len`` tokens (no padding), then tested, in eval mode, on sequences of
-``test_len`` tokens. The model is causal and every norm acts on each token alone in eval
-mode, so the accuracy at position t is that of a token after t others, whatever follows:
-it is reported in doubling bins of positions, [0, T), [T, 2T), [2T, 4T), ... with T =
-``train_len``. Two models:
+Setup: :class:`normlab.nn.SequenceModel` (two pre-norm residual blocks whose
+token mixing is a mean, per-token readout), causal (each token mixes with the
+mean of its prefix, the usual setting of language models) and non-causal (with
+the mean of the whole sequence), on the synthetic task of
+:func:`normlab.data.make_sequence_task`: each token is labelled "is this value
+above the running mean of its sequence so far?".
+Training batches have lengths drawn from ``train_min_len``..``train_max_len``
+(8–16), right-padded to the longest (about 25 % of the positions are padding).
+The test sets have one fixed length each (``seq_lens``, 8 to 128 tokens), so
+they contain no padding. The metric is per-token accuracy on real tokens.
+Methods, all with the same initialization, training batches and test sets for
+a given seed:
 
-* ``stationary``: the task's inputs as they are. The statistics of the activations barely
-  change with position (the running mean only gets less noisy).
-* ``drifting``: the same with one more input feature, the position itself, t / T. Its
-  value grows without bound, so the statistics of every activation that it reaches drift
-  with position: beyond T they leave the range seen in training. (An absolute position
-  signal is what many sequence models are given.)
+* ``batch_masked``: BatchNorm whose batch and running statistics use real tokens only;
+* ``batch``: BatchNorm that counts the padding zeros as data (``mask_norm=False``);
+* ``layer``, ``rms``: LayerNorm and RMSNorm, which normalize each token on its own.
 
-Methods, with the same initialization, batches and test sets for a seed:
+BatchNorm is evaluated in eval mode (running statistics), as it is deployed.
+Two extra measurements explain the result:
 
-* ``batch``: BatchNorm with statistics pooled over the batch and every position (as in
-  every other experiment here); in eval mode one fixed affine map per feature;
-* ``batch_per_step``: BatchNorm with statistics for each position
-  (``BatchNorm(max_positions=train_len)``); in eval mode position t ≥ T reuses the
-  statistics of position T − 1;
-* ``layer``, ``rms``: LayerNorm and RMSNorm, which normalize each token by its own
-  features.
+* BatchNorm in *train* mode on the test batches (same batch size as in
+  training), i.e. normalized with the batch statistics of long, unpadded sequences;
+* how well the running statistics describe the real tokens of the test
+  sequences: for every BatchNorm layer and feature, the real-token mean ``m``
+  and variance ``v`` of its input on the test set, against the running values
+  ``m_run``, ``v_run``; shown is ``sqrt(v / v_run)``, the standard deviation of
+  real tokens after eval-mode normalization (1 = the running statistics fit),
+  averaged over layers and features, and likewise ``|m - m_run| / sqrt(v_run)``.
 
-Also measured, to see the drift: at each test position, the root mean square of the
-first norm's input (over sequences and features), relative to its mean over the trained
-positions.
+What to expect, and why:
 
-What the claim predicts, stated before the run: on the stationary model no method loses
-accuracy beyond T; on the drifting model both BatchNorms lose accuracy beyond T (their
-statistics are fixed at training values) while LayerNorm and RMSNorm keep it. What would
-refute the claim: on the drifting model, LayerNorm or RMSNorm losing as much accuracy from
-the trained positions to the longest bin as a BatchNorm, that is, not less in every seed
-than the BatchNorm in any seed (:func:`compare_drops`; the headline's ``verdict``).
-Why it might: a per-token norm removes a token's scale, not its direction; the position
-feature adds a growing vector to every token, which LayerNorm and RMSNorm divide back to a
-fixed length, so everything else in the token shrinks against it. The README gives the
-numbers of the default run.
+* In eval mode BatchNorm is a fixed affine map applied to each token alone, so
+  neither the test length nor the test padding enters it. Its output changes
+  with length only if the activations themselves drift with position.
+* The unmasked BatchNorm's running statistics mix the real tokens with the
+  ~25 % padding zeros of the training batches: its running variance is too
+  small for real tokens (about 0.75 of theirs, if their mean is near zero). But
+  the network was trained through batch statistics with exactly that mixture,
+  so eval mode reproduces what training saw: a mismatch against the real
+  tokens, not against training, so it should cost little.
+* In train mode on unpadded test batches, the unmasked BatchNorm's statistics
+  suddenly have no zeros in them: now the normalization differs from the one it
+  was trained with (whatever the test length). Masked BatchNorm sees real tokens
+  in both cases.
+* The mixing is a mean, and the task's rule (compare with the running mean) is
+  the same at every length, so a model that learned it has no reason to fail
+  on long sequences; the features drift only slightly with position (the
+  running mean gets less noisy as ``t`` grows).
+
+What would refute "the normalization decides length generalization": one method losing
+accuracy from the shortest to the longest test length while the others do not.
+What would refute the explanation of the padding: unmasked BatchNorm's real-token
+std ratio far from ``1/sqrt(1 - p)``, or masked BatchNorm's far from 1. The README
+gives the numbers of the default run.
+
+The task is kept as :func:`~normlab.data.make_sequence_task` defines it (neither
+trivial nor hopeless for these models); nothing was tuned to make or remove a length
+effect.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from normlab import nn, plotting
+from normlab import functional, nn, plotting
 from normlab.data import make_sequence_task
 from normlab.experiments.framework import (
     ExperimentConfig,
     SweepOptions,
     choices,
     integer,
+    integers,
     number,
     seeds,
 )
 
 NAME = "length_generalization"
 
-#: The methods: key of plotting.METHODS -> norm kind (per-step BatchNorm: max_positions set).
-METHOD_SETUPS: dict[str, str] = {
-    "batch": "batch",
-    "batch_per_step": "batch",
-    "layer": "layer",
-    "rms": "rms",
+#: The methods this experiment knows: key of plotting.METHODS -> (norm kind, mask the norm?).
+METHOD_SETUPS: dict[str, tuple[str, bool]] = {
+    "batch_masked": ("batch", True),
+    "batch": ("batch", False),
+    "layer": ("layer", True),
+    "rms": ("rms", True),
 }
 
-#: The models: key -> whether the position t / train_len is an input feature.
-MODELS: dict[str, bool] = {"stationary": False, "drifting": True}
+#: The models: key -> ``causal`` flag of :class:`normlab.nn.SequenceModel`.
+MODELS: dict[str, bool] = {"causal": True, "non_causal": False}
 
 #: Why every length is ≥ 2: the first token's label is always 0 (it is its own running mean).
 ONE_TOKEN = "the label of a sequence's first token is always 0"
@@ -102,48 +117,60 @@ class Config(ExperimentConfig):
 
     Attributes
     ----------
-    train_len : int
-        The length of every training sequence (T).
-    test_len : int
-        The length of the test sequences (≥ T); positions are binned by doubling from T.
+    seq_lens : tuple of int
+        Test lengths (each test set has one fixed length, no padding).
     seeds : tuple of int
-        One initialization, training stream and test set per seed.
+        One initialization, training stream and test set per seed; the figure
+        shows the median and the min–max band over seeds.
     methods : tuple of str
         Keys of :data:`METHOD_SETUPS`.
-    models : tuple of str
-        Keys of :data:`MODELS`.
+    train_min_len, train_max_len : int
+        Training lengths are uniform in this range; batches are padded to ``train_max_len``.
     train_steps : int
         Adam steps, each on a fresh batch of ``batch_size`` sequences.
     batch_size : int
-        Training batch size.
+        Training batch size, also the batch size of the train-mode BatchNorm test.
     learning_rate : float
         Adam's step size, the same for every method.
     d_model, num_blocks, feature_dim : int
-        Width of the residual stream, number of blocks, input features of the task.
+        Width of the residual stream, number of blocks, input features per token.
     test_sequences : int
-        Sequences in the test set.
+        Sequences per test length.
+    models : tuple of str
+        Keys of :data:`MODELS`: ``"causal"`` (each token mixes with the mean of
+        its prefix) and/or ``"non_causal"`` (with the mean of the whole sequence).
     """
 
-    train_len: int = integer(16, minimum=2, why=ONE_TOKEN)
-    test_len: int = integer(128, minimum=2, why=ONE_TOKEN)
-    seeds: tuple[int, ...] = seeds(2)
-    methods: tuple[str, ...] = choices(("batch", "batch_per_step", "layer", "rms"), METHOD_SETUPS)
-    models: tuple[str, ...] = choices(("stationary", "drifting"), MODELS)
-    train_steps: int = integer(500, minimum=1)
+    seq_lens: tuple[int, ...] = integers((8, 16, 32, 64, 128), minimum=2, why=ONE_TOKEN)
+    seeds: tuple[int, ...] = seeds(3)
+    methods: tuple[str, ...] = choices(("batch_masked", "batch", "layer", "rms"), METHOD_SETUPS)
+    train_min_len: int = integer(8, minimum=2, why=ONE_TOKEN)
+    train_max_len: int = integer(16, minimum=2, why=ONE_TOKEN)
+    train_steps: int = integer(600, minimum=1)
     batch_size: int = integer(32, minimum=2, why="BatchNorm trains on batch statistics")
     learning_rate: float = number(3e-3, above=0)
     d_model: int = integer(16, minimum=1)
     num_blocks: int = integer(2, minimum=1)
     feature_dim: int = integer(4, minimum=1)
     test_sequences: int = integer(256, minimum=1)
+    models: tuple[str, ...] = choices(("causal", "non_causal"), MODELS)
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(test_len=64, train_steps=150, test_sequences=64, methods=("batch", "layer"))
+        return cls(
+            seq_lens=(8, 32, 128),
+            seeds=(0, 1),
+            train_steps=200,
+            test_sequences=96,
+            models=("causal",),
+        )
 
     def validate(self) -> None:
-        if self.test_len < self.train_len:
-            raise ValueError(f"test_len must be ≥ train_len={self.train_len}, got {self.test_len}")
+        if self.train_min_len > self.train_max_len:
+            raise ValueError(
+                "need train_min_len ≤ train_max_len, "
+                f"got {self.train_min_len} and {self.train_max_len}"
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -151,176 +178,221 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def position_bins(train_len: int, test_len: int) -> list[tuple[int, int]]:
-    """[0, T), [T, 2T), [2T, 4T), ... up to ``test_len`` (the last bin may be shorter)."""
-    bins, start, stop = [(0, train_len)], train_len, 2 * train_len
-    while start < test_len:
-        bins.append((start, min(stop, test_len)))
-        start, stop = stop, 2 * stop
-    return bins
-
-
-def with_position_feature(x: np.ndarray, train_len: int) -> np.ndarray:
-    """``x`` (N, T, D) with one more feature, the position t / ``train_len``: (N, T, D + 1)."""
-    clock = (np.arange(x.shape[1], dtype=x.dtype) / x.dtype.type(train_len))[None, :, None]
-    return np.concatenate([x, np.broadcast_to(clock, (*x.shape[:2], 1))], axis=-1)
-
-
-def inputs_of(run: dict, x: np.ndarray) -> np.ndarray:
-    """What the model of ``run`` sees: the task's features, and for ``drifting`` the position."""
-    return with_position_feature(x, run["train_len"]) if MODELS[run["model"]] else x
-
-
 def build_model(run: dict) -> nn.SequenceModel:
     """The sequence model of one run, its weights drawn from the run's seed."""
-    options = {"max_positions": run["train_len"]} if run["method"] == "batch_per_step" else {}
+    norm_kind, mask_norm = METHOD_SETUPS[run["method"]]
     return nn.SequenceModel(
-        run["feature_dim"] + MODELS[run["model"]],
+        run["feature_dim"],
         run["d_model"],
         2,  # the task's two classes
         rng=np.random.default_rng((run["seed"], _INIT_STREAM)),
-        norm=METHOD_SETUPS[run["method"]],
+        norm=norm_kind,
         num_blocks=run["num_blocks"],
-        causal=True,
-        norm_kwargs=options,
+        causal=MODELS[run["model"]],
+        mask_norm=mask_norm,
     )
 
 
-def train(model: nn.SequenceModel, run: dict) -> float:
-    """Adam on fresh batches of ``train_len`` tokens; the mean loss over the last tenth."""
+def train(model: nn.SequenceModel, run: dict) -> dict:
+    """Adam on fresh padded batches of short sequences; returns the last losses and padding."""
     data_rng = np.random.default_rng((run["seed"], _TRAIN_DATA_STREAM))
     optimizer = nn.Adam(model.params, model.grads, lr=run["learning_rate"])
     model.train()
-    losses = []
-    length = run["train_len"]
+    losses, padding_fractions = [], []
     for _ in range(run["train_steps"]):
-        batch = make_sequence_task(run["batch_size"], length, length, run["feature_dim"], data_rng)
-        logits = model(inputs_of(run, batch.x))  # (B, T, 2)
-        loss, dlogits = nn.softmax_cross_entropy(logits, batch.y)
+        batch = make_sequence_task(
+            run["batch_size"],
+            run["train_min_len"],
+            run["train_max_len"],
+            run["feature_dim"],
+            data_rng,
+        )  # x (B, train_max_len, D), right-padded
+        logits = model(batch.x, mask=batch.mask)  # (B, T, 2)
+        loss, dlogits = nn.softmax_cross_entropy(logits, batch.y, mask=batch.mask)
         model.backward(dlogits)
         optimizer.step()
         losses.append(loss)
-    return float(np.mean(losses[-max(1, len(losses) // 10) :]))
-
-
-def accuracy_by_position(model: nn.SequenceModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Eval-mode per-token accuracy at each position over the sequences of ``x``: (T,)."""
-    model.eval()
-    predictions = np.argmax(model(x), axis=-1)  # (N, T)
-    return (predictions == y).mean(axis=0)
-
-
-def first_norm_input_rms(model: nn.SequenceModel, x: np.ndarray) -> np.ndarray:
-    """Root mean square of the first block's norm input at each position: (T,)."""
-    h = model.embed(x).astype(np.float64)  # (N, T, d_model), the first norm's input
-    return np.sqrt(np.mean(h**2, axis=(0, 2)))
-
-
-def measure_one(run: dict) -> dict:
-    """Train one (model, method, seed) on ``train_len``; accuracy at every test position."""
-    model = build_model(run)
-    final_loss = train(model, run)
-    test_rng = np.random.default_rng((run["seed"], _TEST_DATA_STREAM))
-    length = run["test_len"]
-    task = make_sequence_task(run["test_sequences"], length, length, run["feature_dim"], test_rng)
-    x = inputs_of(run, task.x)  # (N, test_len, D or D + 1)
-    accuracy = accuracy_by_position(model, x, task.y)
-    rms = first_norm_input_rms(model, x)
-    positive_rate = task.y[:, 1:].mean(axis=0)  # (T - 1,), position 0 is always 0
-    bins = position_bins(run["train_len"], length)
+        padding_fractions.append(batch.padding_fraction)
+    last_tenth = max(1, len(losses) // 10)
     return {
-        "final_loss": final_loss,
-        "accuracy_by_bin": [float(accuracy[start:stop].mean()) for start, stop in bins],
-        "norm_input_rms_by_bin": [float(rms[start:stop].mean()) for start, stop in bins],
-        "majority_class": float(np.maximum(positive_rate, 1 - positive_rate).mean()),
+        "final_loss": float(np.mean(losses[-last_tenth:])),
+        "train_padding_fraction": float(np.mean(padding_fractions)),
     }
 
 
+def token_accuracy(model: nn.SequenceModel, task, batch_size: int) -> float:
+    """Per-token accuracy over the real tokens of ``task``, in batches of ``batch_size``."""
+    correct = 0
+    for start in range(0, len(task), batch_size):
+        rows = slice(start, start + batch_size)
+        logits = model(task.x[rows], mask=task.mask[rows])  # (b, T, 2)
+        hits = (np.argmax(logits, axis=-1) == task.y[rows]) & task.mask[rows]
+        correct += int(hits.sum())
+    return correct / int(task.mask.sum())
+
+
+def batchnorm_inputs(model: nn.SequenceModel, x, mask) -> list[np.ndarray]:
+    """The inputs of the model's norms (one per block, then the final norm), in eval mode.
+
+    Walks the model as :meth:`SequenceModel.forward` does (embed, blocks, final norm).
+    """
+    inputs = []
+    h = model.embed(x, mask=mask)  # (N, T, d_model)
+    for block in model.blocks:
+        inputs.append(h)
+        h = block(h, mask=mask)
+    inputs.append(h)  # the final norm's input
+    return inputs
+
+
+def running_statistics_fit(model: nn.SequenceModel, task) -> dict:
+    """How well the BatchNorm running statistics describe the real tokens of ``task``.
+
+    For every BatchNorm layer and feature: ``sqrt(v / v_run)`` and
+    ``|m - m_run| / sqrt(v_run)``, with ``m``, ``v`` the mean and variance of
+    the layer's input over the real tokens; averaged over layers and features.
+    """
+    norms = [block.norm for block in model.blocks] + [model.final_norm]
+    inputs = batchnorm_inputs(model, task.x, task.mask)
+    std_ratios, mean_offsets = [], []
+    for norm, h in zip(norms, inputs, strict=True):
+        mean, var, _ = functional.moments(h, (0, 1), mask=task.mask[..., None])  # (1, 1, D)
+        running_std = np.sqrt(norm.running_var + norm.eps)  # (D,)
+        std_ratios.append(np.sqrt(var.ravel()) / running_std)
+        mean_offsets.append(np.abs(mean.ravel() - norm.running_mean) / running_std)
+    return {
+        "normalized_std": float(np.mean(std_ratios)),
+        "normalized_mean_offset": float(np.mean(mean_offsets)),
+    }
+
+
+def unmasked_std_ratio_theory(padding_fraction: float) -> float:
+    """``sqrt(v / v_run)`` expected for unmasked BatchNorm if the real tokens have mean ≈ 0.
+
+    A fraction ``p`` of zeros shrinks the variance of the mixture to
+    ``(1 - p) v + p (1 - p) m²``, i.e. ``(1 - p) v`` when ``m ≈ 0``.
+    """
+    return float(1.0 / np.sqrt(1.0 - padding_fraction))
+
+
+def measure_one(run: dict) -> dict:
+    """Train one (method, seed) on short sequences; test it at every length in ``run["seq_lens"]``.
+
+    Returns, per test length: eval-mode accuracy, the majority-class rate
+    (chance), and for BatchNorm the train-mode accuracy and the fit of the
+    running statistics (None for LayerNorm/RMSNorm).
+    """
+    model = build_model(run)
+    training = train(model, run)
+    model.eval()
+    is_batchnorm = METHOD_SETUPS[run["method"]][0] == "batch"
+    per_length = {
+        "eval_accuracy": [],
+        "train_mode_accuracy": [],
+        "chance": [],
+        "normalized_std": [],
+        "normalized_mean_offset": [],
+    }
+    for length in run["seq_lens"]:
+        test_rng = np.random.default_rng((run["seed"], _TEST_DATA_STREAM, length))
+        task = make_sequence_task(
+            run["test_sequences"], length, length, run["feature_dim"], test_rng
+        )  # (N, length, D), no padding
+        per_length["eval_accuracy"].append(token_accuracy(model, task, run["batch_size"]))
+        positive_rate = float(task.y[task.mask].mean())
+        per_length["chance"].append(max(positive_rate, 1.0 - positive_rate))
+        if is_batchnorm:
+            fit = running_statistics_fit(model, task)
+            per_length["normalized_std"].append(fit["normalized_std"])
+            per_length["normalized_mean_offset"].append(fit["normalized_mean_offset"])
+            # A copy, so that the train-mode forward passes cannot move the running statistics.
+            batch_statistics_model = copy.deepcopy(model).train()
+            per_length["train_mode_accuracy"].append(
+                token_accuracy(batch_statistics_model, task, run["batch_size"])
+            )
+    if not is_batchnorm:
+        for key in ("train_mode_accuracy", "normalized_std", "normalized_mean_offset"):
+            per_length[key] = None
+    return {**training, **per_length}
+
+
 def run(config: Config, options: SweepOptions | None = None) -> dict:
-    """Train and test every (model, method, seed); return plain numbers for :func:`plot`.
+    """Train and test every (model, method, seed); return plain numbers for :func:`plot` and JSON.
 
     Returns
     -------
     dict with
-        ``config``; ``methods``; ``models``; ``position_bins``: [start, stop) pairs;
-        ``by_model[model]``: ``accuracy[method]`` and ``norm_input_rms[method]``, each a
-        list over bins of lists over seeds; ``final_loss[method]`` (per seed);
-        ``majority_class``: the majority-class rate of the test labels (per seed);
-        ``headline``.
+        ``config``: the config as a dict; ``seq_lens``, ``methods``: the axes;
+        ``by_model[model]``, for each of ``config.models``, a dict with
+            ``eval_accuracy[method]``: list over lengths of lists over seeds;
+            ``train_mode_accuracy[method]``, ``normalized_std[method]``,
+            ``normalized_mean_offset[method]``: the same, BatchNorm methods only;
+            ``chance``: majority-class rate of the test labels (lengths × seeds);
+            ``final_loss[method]``: mean training loss over the last tenth of the steps, per seed;
+            ``train_padding_fraction``: share of padding in the training batches;
+        ``headline``: the numbers quoted in the README.
     """
     runs = config.runs(model="models", method="methods", seed="seeds")
     measured = runs.measure(NAME, measure_one, options)
+
+    batchnorm_methods = [method for method in config.methods if METHOD_SETUPS[method][0] == "batch"]
     by_model = {}
     for model in config.models:
 
-        def bins_by_seeds(method: str, key: str, model: str = model) -> list:
-            return measured.table(key, model=model, method=method).T.tolist()  # (bins, seeds)
+        def per_seed(method: str, key: str, model: str = model) -> list:
+            return measured.table(key, model=model, method=method).tolist()
+
+        def lengths_by_seeds(method: str, key: str, model: str = model) -> list:
+            return measured.table(key, model=model, method=method).T.tolist()  # (lengths, seeds)
 
         by_model[model] = {
-            "accuracy": {m: bins_by_seeds(m, "accuracy_by_bin") for m in config.methods},
-            "norm_input_rms": {
-                m: bins_by_seeds(m, "norm_input_rms_by_bin") for m in config.methods
+            "eval_accuracy": {
+                method: lengths_by_seeds(method, "eval_accuracy") for method in config.methods
             },
-            "final_loss": {
-                m: measured.table("final_loss", model=model, method=m).tolist()
-                for m in config.methods
+            **{
+                key: {method: lengths_by_seeds(method, key) for method in batchnorm_methods}
+                for key in ("train_mode_accuracy", "normalized_std", "normalized_mean_offset")
             },
-            "majority_class": measured.table(
-                "majority_class", model=model, method=config.methods[0]
-            ).tolist(),
+            # The test sets depend on the seed only, so every method gives the same chance.
+            "chance": lengths_by_seeds(config.methods[0], "chance"),
+            "final_loss": {method: per_seed(method, "final_loss") for method in config.methods},
+            "train_padding_fraction": float(
+                np.mean([per_seed(method, "train_padding_fraction") for method in config.methods])
+            ),
         }
-    results = {
+    return {
         "config": config.to_dict(),
+        "seq_lens": list(config.seq_lens),
         "methods": list(config.methods),
-        "models": list(config.models),
-        "position_bins": [list(b) for b in position_bins(config.train_len, config.test_len)],
         "by_model": by_model,
+        "headline": _headline(by_model),
     }
-    results["headline"] = _headline(results)
-    return results
 
 
-def compare_drops(token_norm: np.ndarray, batchnorm: np.ndarray) -> str:
-    """How a per-token norm's accuracy drop compares with a BatchNorm's, seed by seed.
+def _headline(by_model: dict) -> dict:
+    def median_at(table, length_index: int) -> float:
+        return float(np.median(table[length_index]))
 
-    ``"loses less"`` if its largest drop over seeds is below the BatchNorm's smallest,
-    ``"loses more"`` if its smallest is above the BatchNorm's largest, else
-    ``"about as much"`` (the spread over seeds overlaps).
-    """
-    if np.max(token_norm) < np.min(batchnorm):
-        return "loses less"
-    if np.min(token_norm) > np.max(batchnorm):
-        return "loses more"
-    return "about as much"
-
-
-def _headline(results: dict) -> dict:
-    config = results["config"]
-    headline = {"train_len": config["train_len"], "test_len": config["test_len"]}
-    for model, numbers in results["by_model"].items():
-        entry = {}
-        drops = {}
-        for method, table in numbers["accuracy"].items():
-            trained, longest = np.median(table[0]), np.median(table[-1])
-            drops[method] = 100 * np.subtract(table[0], table[-1])  # (seeds,)
-            entry[method] = {
-                "accuracy_in_trained_positions_percent": 100 * float(trained),
-                "accuracy_in_longest_bin_percent": 100 * float(longest),
-                "drop_points": 100 * float(trained - longest),
-                "drop_points_per_seed": drops[method].tolist(),
-            }
-        entry["verdict"] = {
-            f"{token}_vs_{batch}": compare_drops(drops[token], drops[batch])
-            for token in ("layer", "rms")
-            for batch in ("batch", "batch_per_step")
-            if token in drops and batch in drops
-        }
-        rms = {m: np.median(t, axis=1) for m, t in numbers["norm_input_rms"].items()}  # (bins,)
-        entry["first_norm_input_rms_growth_to_longest_bin"] = {
-            m: float(values[-1] / values[0]) for m, values in rms.items()
-        }
-        entry["majority_class_percent"] = 100 * float(np.median(numbers["majority_class"]))
-        headline[model] = entry
+    headline = {}
+    for model, numbers in by_model.items():
+        headline[f"{model}_train_padding_fraction"] = numbers["train_padding_fraction"]
+        headline[f"{model}_chance_at_longest_length"] = median_at(numbers["chance"], -1)
+        for method, table in numbers["eval_accuracy"].items():
+            headline[f"{model}_{method}_eval_accuracy_at_shortest_length"] = median_at(table, 0)
+            headline[f"{model}_{method}_eval_accuracy_at_longest_length"] = median_at(table, -1)
+        for method, table in numbers["train_mode_accuracy"].items():
+            headline[f"{model}_{method}_train_mode_accuracy_at_longest_length"] = median_at(
+                table, -1
+            )
+        for method, table in numbers["normalized_std"].items():
+            headline[f"{model}_{method}_running_stats_std_ratio_median"] = float(np.median(table))
+        headline[f"{model}_largest_median_accuracy_drop_shortest_to_longest"] = max(
+            median_at(table, 0) - median_at(table, -1)
+            for table in numbers["eval_accuracy"].values()
+        )  # negative: every method is better on the longest sequences
+        headline[f"{model}_unmasked_std_ratio_theory"] = unmasked_std_ratio_theory(
+            numbers["train_padding_fraction"]
+        )
     return headline
 
 
@@ -330,94 +402,124 @@ def _headline(results: dict) -> dict:
 
 
 _MODEL_TITLES = {
-    "stationary": "stationary inputs",
-    "drifting": "with the position t / T as an input (drifting)",
+    "causal": "causal model",
+    "non_causal": "non-causal model",
 }
 
 
 @plotting.styled
 def plot(results: dict) -> Figure:
-    """One row per model: accuracy per position bin, and the drift of the first norm's input."""
+    """One row per model, three panels against test length.
+
+    Left: eval-mode accuracy of every method. Middle: BatchNorm with running
+    statistics (solid) against the test batch's own statistics (dashed).
+    Right: how well the running statistics fit the real test tokens.
+    """
     config = results["config"]
-    models = results["models"]
-    bins = results["position_bins"]
-    centers = np.asarray([np.sqrt(max(start, 1) * stop) for start, stop in bins])
-    labels = [f"{start}–{stop - 1}" for start, stop in bins]
-    figure, axes = plotting.subplots(len(models), 2, width=15.0, height=5.4 * len(models) + 1.0)
-    axes = np.reshape(axes, (len(models), 2))
-    lowest = min(
-        np.min(table)
-        for model in models
-        for table in results["by_model"][model]["accuracy"].values()
-    )
+    lengths = np.asarray(results["seq_lens"])
+    models = list(results["by_model"])
+    figure, axes = plotting.subplots(len(models), 3, width=19.0, height=5.6 * len(models) + 1.2)
+    axes = np.reshape(axes, (len(models), 3))  # one row per model, also for a single model
     for row, model in enumerate(models):
-        numbers = results["by_model"][model]
-        ax_accuracy, ax_drift = axes[row]
-        for method in results["methods"]:
-            look = plotting.method_style(method)
-            plotting.plot_spread(
-                ax_accuracy, centers, 100 * np.asarray(numbers["accuracy"][method]), **look
-            )
-            rms = np.asarray(numbers["norm_input_rms"][method])  # (bins, seeds)
-            plotting.plot_spread(ax_drift, centers, rms / rms[:1], **look)
-        majority = 100 * float(np.median(numbers["majority_class"]))
-        ax_accuracy.plot([], [], " ", label=f"majority class: {majority:.0f} %")
-        ax_accuracy.set_ylim(max(0.0, np.floor(100 * lowest) - 5), 100)
-        ax_accuracy.set_ylabel("per-token test accuracy (%)")
-        ax_accuracy.set_title(f"{_MODEL_TITLES[model]}: accuracy", loc="left", fontsize=14)
-        ax_accuracy.legend(loc="lower left", fontsize=11)
-        ax_drift.set_yscale("log")
-        plotting.plain_log_labels(ax_drift.yaxis)
-        ax_drift.set_ylabel("RMS of the first norm's input\n(relative to trained positions)")
-        ax_drift.set_title(f"{_MODEL_TITLES[model]}: drift", loc="left", fontsize=14)
-        for ax in (ax_accuracy, ax_drift):
-            ax.axvspan(centers[0] / 2, bins[0][1], color="#dddddd", alpha=0.6, lw=0)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(centers, labels, fontsize=11)
-            ax.minorticks_off()
-            ax.set_xlabel("test position t" if row == len(models) - 1 else "")
+        _plot_model_row(axes[row], results["by_model"][model], lengths, config, model)
+        for ax in axes[row]:
+            ax.set_xlabel("test sequence length (tokens)" if row == len(models) - 1 else "")
+
+    first = results["by_model"][models[0]]
     plotting.set_title(
         figure,
-        "Trained on short sequences, run on long ones: which normalization keeps working?",
-        f"{config['num_blocks']} pre-norm blocks (causal running-mean mixing), d_model "
-        f"{config['d_model']}, trained on sequences of {config['train_len']} tokens (grey), "
-        f"batch {config['batch_size']}, Adam lr {config['learning_rate']:g} for every method, "
-        f"{config['train_steps']} steps; tested in eval mode on {config['test_sequences']} "
-        f"sequences of {config['test_len']} tokens, accuracy averaged over the positions of "
-        f"each bin; {plotting.spread_caption(len(config['seeds']))}. Per-step BatchNorm reuses "
-        f"the statistics of position {config['train_len'] - 1} beyond it.",
+        "Trained on short sequences, tested on long ones: does the normalization matter?",
+        f"{config['num_blocks']} pre-norm blocks (mean mixing), trained on lengths "
+        f"{config['train_min_len']}–{config['train_max_len']} (grey band; batches padded to "
+        f"{config['train_max_len']}: {first['train_padding_fraction']:.0%} padding), batch "
+        f"{config['batch_size']}, Adam lr {config['learning_rate']:g} for every method, "
+        f"{config['train_steps']} steps; test sets of one length each, no padding, "
+        f"{config['test_sequences']} sequences; {plotting.spread_caption(len(config['seeds']))}. "
+        "Train mode: test batches of the training batch "
+        "size normalized with their own statistics.",
     )
     return figure
 
 
-# ---------------------------------------------------------------------------
-# Summary
-# ---------------------------------------------------------------------------
-
-
-def summary(results: dict) -> str:
-    """Accuracy per position bin of every model and method, and the verdicts, from ``results``."""
-    bins = results["position_bins"]
-    lines = []
-    for model in results["models"]:
-        entry = results["headline"][model]
-        lines.append(
-            f"{_MODEL_TITLES[model]}: accuracy (%) at positions "
-            + ", ".join(f"{start}–{stop - 1}" for start, stop in bins)
-            + f" (median over seeds; majority class {entry['majority_class_percent']:.0f} %)"
+def _plot_model_row(row_axes, numbers: dict, lengths, config: dict, model: str) -> None:
+    ax_eval, ax_modes, ax_stats = row_axes
+    model_title = _MODEL_TITLES[model]
+    for ax in row_axes:
+        ax.axvspan(
+            config["train_min_len"], config["train_max_len"], color="#dddddd", alpha=0.6, lw=0
         )
-        for method in results["methods"]:
-            medians = 100 * np.median(results["by_model"][model]["accuracy"][method], axis=1)
-            lines.append(
-                f"  {plotting.method_label(method):24s}"
-                + "".join(f"{value:7.1f}" for value in medians)
-                + f"   drop {entry[method]['drop_points']:+.1f} points"
+        plotting.log2_axis(ax, lengths)
+
+    # Left: the deployed setting, every method.
+    for method, table in numbers["eval_accuracy"].items():
+        look = plotting.method_style(method)
+        plotting.plot_spread(
+            ax_eval,
+            lengths,
+            np.asarray(table) * 100,
+            color=look["color"],
+            marker=look["marker"],
+            label=look["label"],
+        )
+    chance = np.asarray(numbers["chance"]) * 100  # far below the zoomed axis: named in the legend
+    ax_eval.plot([], [], " ", label=f"majority class: {chance.min():.0f}–{chance.max():.0f} %")
+    ax_eval.set_ylabel("per-token test accuracy (%)")
+    ax_eval.set_title(f"{model_title}: eval mode")
+    ax_eval.legend(loc="lower right", fontsize=11)
+
+    if not numbers["train_mode_accuracy"]:
+        for ax in (ax_modes, ax_stats):
+            ax.text(
+                0.5, 0.5, "no BatchNorm method in this run", ha="center", transform=ax.transAxes
             )
-        for pair, verdict in entry.get("verdict", {}).items():
-            token, batch = pair.split("_vs_")
-            wording = {"about as much": "loses about as much as"}.get(verdict, f"{verdict} than")
-            lines.append(
-                f"  {plotting.method_label(token)} {wording} {plotting.method_label(batch)} "
-                "(seed by seed)"
-            )
-    return "\n".join(lines)
+    # Middle: BatchNorm normalized with the test batch's own statistics.
+    for method, table in numbers["train_mode_accuracy"].items():
+        look = plotting.method_style(method)
+        common = {"color": look["color"], "marker": look["marker"]}
+        plotting.plot_spread(
+            ax_modes,
+            lengths,
+            np.asarray(numbers["eval_accuracy"][method]) * 100,
+            label=f"{look['label']}, eval",
+            **common,
+        )
+        plotting.plot_spread(
+            ax_modes,
+            lengths,
+            np.asarray(table) * 100,
+            label=f"{look['label']}, train mode",
+            linestyle="--",
+            markerfacecolor="white",
+            **common,
+        )
+    # The two accuracy panels share one y-range, zoomed in on the measured accuracies.
+    tables = list(numbers["eval_accuracy"].values()) + list(numbers["train_mode_accuracy"].values())
+    lowest = 100 * min(np.min(table) for table in tables)
+    for ax in (ax_eval, ax_modes):
+        ax.set_ylim(np.floor(lowest) - 3, 100)
+    ax_modes.set_ylabel("per-token test accuracy (%)")
+    ax_modes.set_title(f"{model_title}: BatchNorm eval vs train mode")
+    ax_modes.legend(loc="lower right", fontsize=11)
+
+    # Right: do the running statistics describe the real test tokens?
+    for method, table in numbers["normalized_std"].items():
+        look = plotting.method_style(method)
+        plotting.plot_spread(
+            ax_stats,
+            lengths,
+            table,
+            color=look["color"],
+            marker=look["marker"],
+            label=look["label"],
+        )
+    theory = unmasked_std_ratio_theory(numbers["train_padding_fraction"])
+    plotting.reference_line(
+        ax_stats,
+        lengths,
+        np.full(len(lengths), theory),
+        label=f"1/√(1 − padding) = {theory:.2f}",
+    )
+    ax_stats.axhline(1.0, color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=1.6)
+    ax_stats.set_ylabel("real-token std / running std")
+    ax_stats.set_title(f"{model_title}: BatchNorm running stats")
+    ax_stats.legend(loc="best", fontsize=11)
