@@ -54,6 +54,7 @@ __all__ = [
     "load_tuning_corpus",
     "make_sequence_task",
     "padded_batch",
+    "position_bins",
     "sample_windows",
 ]
 
@@ -405,6 +406,25 @@ def make_sequence_task(
     else:
         y = token_labels[np.arange(num_sequences), lengths - 1]  # (N,)
     return SequenceTask(x=x, mask=mask, y=y, lengths=lengths.astype(np.int64))
+
+
+def position_bins(train_length: int, test_length: int) -> list[tuple[int, int]]:
+    """Positions in doubling bins from a training length: [0, T), [T, 2T), [2T, 4T), ...
+
+    For reporting a model tested on sequences of ``test_length`` that was trained on
+    ``train_length``: the first bin is the trained range, each next one twice as far out;
+    the last bin ends at ``test_length`` (it may be shorter).
+
+    >>> position_bins(16, 100)
+    [(0, 16), (16, 32), (32, 64), (64, 100)]
+    """
+    train_length = _check_int(train_length, "train_length", "position_bins", minimum=1)
+    test_length = _check_int(test_length, "test_length", "position_bins", minimum=train_length)
+    bins, start, stop = [(0, train_length)], train_length, 2 * train_length
+    while start < test_length:
+        bins.append((start, min(stop, test_length)))
+        start, stop = stop, 2 * stop
+    return bins
 
 
 # ---------------------------------------------------------------------------

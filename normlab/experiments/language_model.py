@@ -32,6 +32,7 @@ __all__ = [
     "LanguageModelConfig",
     "fluctuation",
     "iid_fluctuation",
+    "median_of_finite",
     "model_config",
     "training_setup",
 ]
@@ -120,6 +121,12 @@ def training_setup(run: dict, **choices) -> training.LMTrainingSetup:
         "eval_windows": run["eval_windows"],
     }
     return training.LMTrainingSetup(**{**fields, **choices})
+
+
+def median_of_finite(values) -> float | None:
+    """The median of the values that are not None (a diverged run's), or None if none is."""
+    finite = [value for value in values if value is not None]
+    return float(np.median(finite)) if finite else None
 
 
 def iid_fluctuation(count: int) -> tuple[float, float]:

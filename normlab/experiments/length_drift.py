@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from normlab import nn, plotting
+from normlab import data, nn, plotting, stats
 from normlab.data import make_sequence_task
 from normlab.experiments.framework import (
     ExperimentConfig,
@@ -155,15 +155,6 @@ class Config(ExperimentConfig):
 # ---------------------------------------------------------------------------
 
 
-def position_bins(train_len: int, test_len: int) -> list[tuple[int, int]]:
-    """[0, T), [T, 2T), [2T, 4T), ... up to ``test_len`` (the last bin may be shorter)."""
-    bins, start, stop = [(0, train_len)], train_len, 2 * train_len
-    while start < test_len:
-        bins.append((start, min(stop, test_len)))
-        start, stop = stop, 2 * stop
-    return bins
-
-
 def with_position_feature(x: np.ndarray, train_len: int) -> np.ndarray:
     """``x`` (N, T, D) with one more feature, the position t / ``train_len``: (N, T, D + 1)."""
     clock = (np.arange(x.shape[1], dtype=x.dtype) / x.dtype.type(train_len))[None, :, None]
@@ -231,7 +222,7 @@ def measure_one(run: dict) -> dict:
     accuracy = accuracy_by_position(model, x, task.y)
     rms = first_norm_input_rms(model, x)
     positive_rate = task.y[:, 1:].mean(axis=0)  # (T - 1,), position 0 is always 0
-    bins = position_bins(run["train_len"], length)
+    bins = data.position_bins(run["train_len"], length)
     return {
         "final_loss": final_loss,
         "accuracy_by_bin": [float(accuracy[start:stop].mean()) for start, stop in bins],
@@ -277,25 +268,21 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         "config": config.to_dict(),
         "methods": list(config.methods),
         "models": list(config.models),
-        "position_bins": [list(b) for b in position_bins(config.train_len, config.test_len)],
+        "position_bins": [list(b) for b in data.position_bins(config.train_len, config.test_len)],
         "by_model": by_model,
     }
     results["headline"] = _headline(results)
     return results
 
 
-def compare_drops(token_norm: np.ndarray, batchnorm: np.ndarray) -> str:
-    """How a per-token norm's accuracy drop compares with a BatchNorm's, seed by seed.
+def compare_drops(token_norm, batchnorm) -> str:
+    """How a per-token norm's accuracy drops compare with a BatchNorm's, seed by seed.
 
-    ``"loses less"`` if its largest drop over seeds is below the BatchNorm's smallest,
-    ``"loses more"`` if its smallest is above the BatchNorm's largest, else
-    ``"about as much"`` (the spread over seeds overlaps).
+    ``"loses less"`` if all of its drops are below all of the BatchNorm's, ``"loses more"``
+    if all are above, else ``"about as much"`` (:func:`normlab.stats.range_order`).
     """
-    if np.max(token_norm) < np.min(batchnorm):
-        return "loses less"
-    if np.min(token_norm) > np.max(batchnorm):
-        return "loses more"
-    return "about as much"
+    order = stats.range_order(token_norm, batchnorm)
+    return {"below": "loses less", "above": "loses more"}.get(order, "about as much")
 
 
 def _headline(results: dict) -> dict:

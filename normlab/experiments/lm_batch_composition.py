@@ -60,6 +60,7 @@ from normlab.experiments.language_model import (
     BatchStatisticsRecorder,
     LanguageModelConfig,
     fluctuation,
+    median_of_finite,
     model_config,
     training_setup,
 )
@@ -241,11 +242,6 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
     return results
 
 
-def _median(values) -> float | None:
-    finite = [value for value in values if value is not None]
-    return float(np.median(finite)) if finite else None
-
-
 def _headline(results: dict) -> dict:
     headline = {
         "padding_fraction": {
@@ -256,7 +252,7 @@ def _headline(results: dict) -> dict:
     for method in results["methods"]:
         for batching in results["batchings"]:
             entry = {
-                "median_final_validation_loss": _median(
+                "median_final_validation_loss": median_of_finite(
                     results["final_validation_loss"][method][batching]
                 )
             }

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from normlab import data, nn, plotting, training
+from normlab import data, nn, plotting, stats, training
 from normlab.experiments.framework import (
     Measured,
     SweepOptions,
@@ -68,6 +68,7 @@ from normlab.experiments.language_model import (
     BatchStatisticsRecorder,
     LanguageModelConfig,
     fluctuation,
+    median_of_finite,
     model_config,
     training_setup,
 )
@@ -152,15 +153,6 @@ class Config(LanguageModelConfig):
 # ---------------------------------------------------------------------------
 # Run
 # ---------------------------------------------------------------------------
-
-
-def position_bins(context_length: int, test_context_length: int) -> list[tuple[int, int]]:
-    """[0, T), [T, 2T), [2T, 4T), ... up to the test length (the last bin may be shorter)."""
-    bins, start, stop = [(0, context_length)], context_length, 2 * context_length
-    while start < test_context_length:
-        bins.append((start, min(stop, test_context_length)))
-        start, stop = stop, 2 * stop
-    return bins
 
 
 def loss_by_position(model: nn.TransformerLM, ids: np.ndarray, length: int, windows: int) -> list:
@@ -302,7 +294,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         )
     ]
     trained = sweep(NAME, measure_one, reported, options)
-    bins = position_bins(config.context_length, config.test_context_length)
+    bins = data.position_bins(config.context_length, config.test_context_length)
     by_positions = {}
     for scheme in config.positions:
         per_norm = {
@@ -381,11 +373,6 @@ def _summarize(per_norm: dict, bins) -> dict:
     }
 
 
-def _median(values) -> float | None:
-    finite = [value for value in values if value is not None]
-    return float(np.median(finite)) if finite else None
-
-
 def _headline(results: dict) -> dict:
     config = results["config"]
     headline = {
@@ -397,9 +384,11 @@ def _headline(results: dict) -> dict:
         entry = {"chosen_lr": measured["chosen_lr"]}
         for norm in results["norms"]:
             binned = measured["loss_by_bin"][norm]
-            trained, longest = _median(binned[0]), _median(binned[-1])
+            trained, longest = median_of_finite(binned[0]), median_of_finite(binned[-1])
             entry[norm] = {
-                "median_final_validation_loss": _median(measured["final_validation_loss"][norm]),
+                "median_final_validation_loss": median_of_finite(
+                    measured["final_validation_loss"][norm]
+                ),
                 "loss_in_trained_positions": trained,
                 "loss_in_longest_bin": longest,
                 "rise_to_longest_bin": None if None in (trained, longest) else longest - trained,
@@ -416,7 +405,7 @@ def _headline(results: dict) -> dict:
                 )
                 if None not in (train, evaluated)
             ]
-            entry["batch_train_minus_eval_mode_loss"] = _median(gaps)
+            entry["batch_train_minus_eval_mode_loss"] = median_of_finite(gaps)
             text = [f for f in batchnorm["fluctuation"] if f is not None]
             images = results["cnn"]["fluctuation"]
             if text:
@@ -608,13 +597,13 @@ def rises(results: dict, scheme: str, norm: str) -> np.ndarray:
     return binned[-1] - binned[0]  # (seeds,)
 
 
-def compare_rises(one: np.ndarray, other: np.ndarray) -> str:
-    """``"less"``, ``"more"`` or ``"about as much"``: seed by seed, do the ranges separate?"""
-    if np.max(one) < np.min(other):
-        return "less"
-    if np.min(one) > np.max(other):
-        return "more"
-    return "about as much"
+def compare_rises(one, other) -> str:
+    """``"less"``, ``"more"`` or ``"about as much"``: seed by seed, do the ranges separate?
+
+    :func:`normlab.stats.range_order` in words.
+    """
+    order = stats.range_order(one, other)
+    return {"below": "less", "above": "more"}.get(order, "about as much")
 
 
 def summary(results: dict) -> str:

@@ -44,6 +44,7 @@ from normlab.experiments.framework import (
 )
 from normlab.experiments.language_model import (
     LanguageModelConfig,
+    median_of_finite,
     model_config,
     training_setup,
 )
@@ -189,9 +190,8 @@ def _headline(results: dict) -> dict:
         entry = {}
         for placement, by_schedule in by_placement.items():
             for schedule, finals in by_schedule.items():
-                finite = [value for value in finals if value is not None]
                 entry[f"{placement}_{schedule}"] = {
-                    "median_final_validation_loss": float(np.median(finite)) if finite else None,
+                    "median_final_validation_loss": median_of_finite(finals),
                     "failed_runs": sum(failed(value, baseline) for value in finals),
                     "runs": len(finals),
                 }
