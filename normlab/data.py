@@ -21,6 +21,7 @@ Nothing is downloaded and everything is determined by a seed:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 from collections.abc import Iterator
@@ -52,8 +53,10 @@ __all__ = [
     "load_char_corpus",
     "load_digits_split",
     "load_digits_validation_split",
+    "load_tuning_corpus",
     "make_sequence_task",
     "padded_batch",
+    "position_bins",
     "sample_windows",
     "shift_digits",
 ]
@@ -479,6 +482,25 @@ def make_sequence_task(
     return SequenceTask(x=x, mask=mask, y=y, lengths=lengths.astype(np.int64))
 
 
+def position_bins(train_length: int, test_length: int) -> list[tuple[int, int]]:
+    """Positions in doubling bins from a training length: [0, T), [T, 2T), [2T, 4T), ...
+
+    For reporting a model tested on sequences of ``test_length`` that was trained on
+    ``train_length``: the first bin is the trained range, each next one twice as far out;
+    the last bin ends at ``test_length`` (it may be shorter).
+
+    >>> position_bins(16, 100)
+    [(0, 16), (16, 32), (32, 64), (64, 100)]
+    """
+    train_length = _check_int(train_length, "train_length", "position_bins", minimum=1)
+    test_length = _check_int(test_length, "test_length", "position_bins", minimum=train_length)
+    bins, start, stop = [(0, train_length)], train_length, 2 * train_length
+    while start < test_length:
+        bins.append((start, min(stop, test_length)))
+        start, stop = stop, 2 * stop
+    return bins
+
+
 # ---------------------------------------------------------------------------
 # Text: a character corpus that ships with CPython
 # ---------------------------------------------------------------------------
@@ -621,6 +643,32 @@ def load_char_corpus(block_length: int = 4096, validation_every: int = 10) -> Ch
         validation_every=validation_every,
         fingerprint=corpus_fingerprint(),
     )
+
+
+@lru_cache(maxsize=4)
+def load_tuning_corpus(block_length: int = 4096, validation_every: int = 10) -> CharCorpus:
+    """The training split of :func:`load_char_corpus`, split again, for choosing settings.
+
+    The training split is cut into blocks of ``block_length`` characters in the same way,
+    and every ``validation_every``-th block goes to the ``validation`` split of the result
+    (the tuning text), the rest to its ``train`` split. Learning rates and other choices
+    are made by training on the one and measuring on the other, so the validation split
+    of :func:`load_char_corpus`, on which results are reported, is never looked at while
+    choosing. The vocabulary (and so every id) is the whole corpus's.
+
+    >>> tuning, corpus = load_tuning_corpus(), load_char_corpus()
+    >>> len(tuning.train) + len(tuning.validation) == len(corpus.train)
+    True
+    >>> tuning.vocabulary == corpus.vocabulary
+    True
+    """
+    corpus = load_char_corpus(block_length, validation_every)
+    block_index = np.arange(corpus.train.size) // block_length
+    held_out = block_index % validation_every == validation_every - 1
+    train, tuning = corpus.train[~held_out], corpus.train[held_out]
+    train.flags.writeable = False
+    tuning.flags.writeable = False
+    return dataclasses.replace(corpus, train=train, validation=tuning)
 
 
 def _check_window(ids: np.ndarray, length: int, who: str) -> int:

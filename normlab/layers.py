@@ -278,12 +278,22 @@ class BatchNorm(Norm):
         samples (ghost batches, above); the batch size must then be a multiple of g
         (a ValueError otherwise, naming both) whenever batch statistics are used.
         ``ghost_batch_size`` equal to the batch size is ordinary BatchNorm.
+    max_positions : int or None, default None (keyword-only)
+        None: one statistic per feature, over the batch and every position. T_max:
+        **per-position statistics** on sequences (N, T, C), the BatchNorm of recurrent
+        networks (Cooijmans et al. 2016, "Recurrent Batch Normalization"): position t is
+        normalized with the mean and variance of the N values at that position (over the
+        real tokens under a mask), and the running statistics are kept per position,
+        of shape (T_max, C). Training batches must be at most T_max long; in eval mode a
+        position t >= T_max reuses the statistics of position T_max - 1, as Cooijmans et
+        al. do for test sequences longer than any seen in training. Not with ghost batches.
     dtype : floating dtype, default float32
         dtype of the parameters and running statistics.
 
     Attributes
     ----------
-    running_mean : (C,) ndarray or None, starts at 0; updated with the batch mean.
+    running_mean : (C,) ndarray or None, starts at 0; updated with the batch mean
+        ((T_max, C) with ``max_positions``: one row per position).
     running_var : (C,) ndarray or None, starts at 1; updated with the *unbiased*
         batch variance ``var * n / (n - 1)``, while the forward normalizes with the
         biased one, as PyTorch does.
@@ -315,6 +325,10 @@ class BatchNorm(Norm):
     >>> means = ghost(x).reshape(2, 4, 3).mean(axis=1)   # (ghost batch, feature)
     >>> bool(np.allclose(means, 0, atol=1e-5))
     True
+    >>> per_position = nl.BatchNorm(3, max_positions=5)   # statistics per time step
+    >>> sequences = np.random.default_rng(1).normal(size=(8, 5, 3)).astype(np.float32)
+    >>> per_position(sequences).mean(axis=0).round(5).max() == 0, per_position.running_mean.shape
+    (np.True_, (5, 3))
     """
 
     cancels_feature_bias = True  # its mean is over each feature's own values
@@ -329,13 +343,23 @@ class BatchNorm(Norm):
         *,
         bias: bool = True,
         ghost_batch_size: int | None = None,
+        max_positions: int | None = None,
         dtype=np.float32,
     ) -> None:
         name = type(self).__name__  # BatchRenorm's messages name BatchRenorm
         self.num_features = check_positive_int(num_features, "num_features", name)
         if ghost_batch_size is not None:
             ghost_batch_size = check_positive_int(ghost_batch_size, "ghost_batch_size", name)
+        if max_positions is not None:
+            max_positions = check_positive_int(max_positions, "max_positions", name)
+            if ghost_batch_size is not None:
+                raise ValueError(
+                    f"{name}: ghost batches and per-position statistics do not combine; "
+                    f"give ghost_batch_size={ghost_batch_size} or max_positions={max_positions}, "
+                    "not both."
+                )
         self.ghost_batch_size = ghost_batch_size
+        self.max_positions = max_positions
         self._ghost_axis = False  # whether the last forward split the batch into ghost batches
         eps = check_eps(eps, name)
         if momentum is not None and (
@@ -352,8 +376,12 @@ class BatchNorm(Norm):
         self.bias = bool(bias)
         self.track_running_stats = bool(track_running_stats)
         if self.track_running_stats:
-            self.running_mean = np.zeros(self.num_features, dtype=self.dtype)
-            self.running_var = np.ones(self.num_features, dtype=self.dtype)
+            # (C,), or one row per position: (T_max, C)
+            stat_shape = (self.num_features,)
+            if max_positions is not None:
+                stat_shape = (max_positions, self.num_features)
+            self.running_mean = np.zeros(stat_shape, dtype=self.dtype)
+            self.running_var = np.ones(stat_shape, dtype=self.dtype)
         else:
             self.running_mean = self.running_var = None
         self.num_batches_tracked = 0
@@ -363,9 +391,11 @@ class BatchNorm(Norm):
         ghost = (
             "" if self.ghost_batch_size is None else f", ghost_batch_size={self.ghost_batch_size}"
         )
+        positions = "" if self.max_positions is None else f", max_positions={self.max_positions}"
         return (
             f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}{bias}{ghost})"
+            f"affine={self.affine}, track_running_stats={self.track_running_stats}{bias}{ghost}"
+            f"{positions})"
         )
 
     @property
@@ -406,6 +436,8 @@ class BatchNorm(Norm):
     def _reduce_axes(self, ndim: int) -> tuple[int, ...]:
         if self._ghost_axis:  # (B/g, g, T, C) -> (1, 2): one statistic per ghost batch and feature
             return tuple(range(1, ndim - 1))
+        if self.max_positions is not None:  # (N, T, C) -> (0,): one per position and feature
+            return (0,)
         return tuple(range(ndim - 1))  # (N, T, C) -> (0, 1): one statistic per feature
 
     def _grouped(self, x, mask, weight, bias):
@@ -431,6 +463,19 @@ class BatchNorm(Norm):
                 f"{name} expected the last dimension to be num_features={self.num_features}, "
                 f"got {x.shape[-1]} (input shape {x.shape}).{hint}"
             )
+        if self.max_positions is not None:
+            if x.ndim != 3:
+                raise ValueError(
+                    f"{name} with max_positions={self.max_positions} normalizes sequences "
+                    f"(N, T, C) position by position, got input of shape {x.shape}."
+                )
+            if self.uses_batch_statistics and x.shape[1] > self.max_positions:
+                raise ValueError(
+                    f"{name}: a training batch of {x.shape[1]} positions is longer than "
+                    f"max_positions={self.max_positions}, which has no running statistics for "
+                    f"the positions beyond; crop the batch to {self.max_positions} positions or "
+                    "build the layer with a larger max_positions (eval mode takes any length)."
+                )
 
     def forward(self, x, mask=None) -> np.ndarray:
         # A batch with inf gives NaN statistics (inf - inf): "what the math gives". The
@@ -450,7 +495,11 @@ class BatchNorm(Norm):
                 f"of ghost_batch_size={ghost}; pass a batch size that is a multiple of {ghost} "
                 f"(e.g. drop the last {batch_size % ghost} samples) or another ghost_batch_size."
             )
-        if mask is None:
+        if self.max_positions is not None:  # a statistic per position: its real tokens
+            per_position = mask.sum(axis=0) if mask is not None else np.full(x.shape[1], batch_size)
+            occupied = per_position[per_position > 0]  # a position of padding only has none
+            values_per_feature = int(occupied.min(initial=batch_size))
+        elif mask is None:
             statistics_batch = batch_size if ghost is None else min(ghost, batch_size)
             values_per_feature = statistics_batch * math.prod(x.shape[1:-1])
         elif ghost is None:
@@ -478,6 +527,9 @@ class BatchNorm(Norm):
         if not self.uses_batch_statistics:
             running_mean = self.running_mean.astype(x.dtype, copy=False)
             running_var = self.running_var.astype(x.dtype, copy=False)
+            if self.max_positions is not None:  # row t, or the last row for t >= T_max
+                rows = np.minimum(np.arange(x.shape[1]), self.max_positions - 1)  # (T,)
+                running_mean, running_var = running_mean[rows][None], running_var[rows][None]
             return running_mean, running_var, None, False
         mean, var, count = F.moments(
             x, reduce_axes, center=True, mask=mask, all_reduce=self.all_reduce
@@ -511,6 +563,17 @@ class BatchNorm(Norm):
         if isinstance(bessel, np.ndarray):
             bessel = bessel.astype(var.dtype)
         unbiased_var = var * bessel
+        if self.max_positions is not None:  # (1, T, C): rows 0..T-1 of the (T_max, C) buffers
+            # a position with no real token in this batch has no statistic: its row stays
+            seen = np.broadcast_to(np.asarray(n) > 0, mean.shape)[0]  # (T, C)
+            length = mean.shape[1]
+            for running, batch in (
+                (self.running_mean, mean[0]),
+                (self.running_var, unbiased_var[0]),
+            ):
+                rows = running[:length]  # (T, C), a view
+                rows[...] = np.where(seen, (1 - factor) * rows + factor * batch, rows)
+            return
         ghost_means = mean.reshape(-1, self.num_features)  # (G, C): G ghost batches, or 1
         ghost_vars = unbiased_var.reshape(-1, self.num_features)  # (G, C)
         if len(ghost_means) == 1:  # no ghost batches: the batch's own statistics

@@ -72,7 +72,9 @@ __all__ = [
     "SLIDE_RC_PARAMS",
     "SLIDE_SIZE",
     "SLIDE_SIZE_PIXELS",
+    "VARIANTS",
     "MethodStyle",
+    "VariantStyle",
     "annotate",
     "check_fits",
     "log2_axis",
@@ -139,6 +141,25 @@ METHODS: dict[str, MethodStyle] = {
     "group": MethodStyle("GroupNorm", COLORS["orange"], "v"),
     "instance": MethodStyle("InstanceNorm", COLORS["reddish_purple"], "P"),
     "batch_renorm": MethodStyle("Batch Renorm", EXTRA_COLORS["indigo"], "p"),
+}
+
+
+@dataclass(frozen=True)
+class VariantStyle:
+    """A variant of a method: drawn in the method's colour, told apart by marker and line."""
+
+    method: str
+    label: str
+    marker: str
+    linestyle: str
+
+
+#: Variants of a method (where a norm sits, how it keeps its statistics): the method's colour,
+#: their own marker and line style, so a figure can show them beside the plain method.
+VARIANTS: dict[str, VariantStyle] = {
+    "pre_ln": VariantStyle("layer", "Pre-LN", "s", "-"),
+    "post_ln": VariantStyle("layer", "Post-LN", "h", "--"),
+    "batch_per_step": VariantStyle("batch", "BatchNorm per time step", "d", ":"),
 }
 
 #: Resolution of saved PNGs; 8 x 5 inch figures become 1200 x 750 pixels.
@@ -209,12 +230,25 @@ def styled(plot_function):
 
 
 def method_style(method: str) -> dict[str, str]:
-    """``color``, ``marker`` and ``label`` of a method, ready for ``ax.plot(..., **style)``."""
+    """``color``, ``marker`` and ``label`` of a method, ready for ``ax.plot(..., **style)``.
+
+    A key of :data:`VARIANTS` gives its method's colour, its own marker and label, and a
+    ``linestyle``.
+    """
+    if method in VARIANTS:
+        variant = VARIANTS[method]
+        return {
+            "color": METHODS[variant.method].color,
+            "marker": variant.marker,
+            "label": variant.label,
+            "linestyle": variant.linestyle,
+        }
     try:
         entry = METHODS[method]
     except KeyError:
         raise ValueError(
             f"unknown method {method!r}; plotting.METHODS has {', '.join(METHODS)}"
+            f" (and the variants {', '.join(VARIANTS)})"
         ) from None
     return {"color": entry.color, "marker": entry.marker, "label": entry.label}
 

@@ -46,6 +46,7 @@ __all__ = [
     "binomial_standard_error",
     "bootstrap_interval",
     "paired_comparison",
+    "range_order",
     "verdict",
     "verdict_phrase",
 ]
@@ -208,6 +209,24 @@ def paired_comparison(
         verdict=verdict(interval, margin),
         resampled=resampled,
     )
+
+
+def range_order(one, other) -> str:
+    """``"below"``, ``"above"`` or ``"overlapping"``: the values of ``one`` against ``other``.
+
+    ``"below"`` when every value of ``one`` (one per seed, say) is below every value of
+    ``other``, ``"above"`` when every one is above, else ``"overlapping"``. With a few seeds
+    this is the weakest comparison there is, and says so: the ranges separate or they do not.
+
+    >>> range_order([1.0, 2.0], [3.0, 5.0]), range_order([1.0, 4.0], [3.0, 5.0])
+    ('below', 'overlapping')
+    """
+    one, other = np.asarray(one, dtype=float), np.asarray(other, dtype=float)
+    if one.max() < other.min():
+        return "below"
+    if one.min() > other.max():
+        return "above"
+    return "overlapping"
 
 
 def verdict(interval: tuple[float, float], margin: float) -> str:

@@ -47,6 +47,7 @@ from normlab import data, nn, parallel
 from normlab.layers import BatchNorm, BatchRenorm
 
 __all__ = [
+    "HELD_OUT_SPLITS",
     "LM_OPTIMIZERS",
     "LR_RULES",
     "MIN_TRAINING_STEPS",
@@ -810,27 +811,53 @@ class LMTrainingSetup:
         )
 
 
+#: Where :func:`train_language_model` measures: the validation split of the corpus, or
+#: the tuning text held out of its training split (:func:`data.load_tuning_corpus`).
+HELD_OUT_SPLITS = ("validation", "tuning")
+
+
 def evaluate_language_model(
-    model: nn.TransformerLM, ids: np.ndarray, context_length: int, max_windows: int | None = None
+    model: nn.TransformerLM,
+    ids: np.ndarray,
+    context_length: int,
+    max_windows: int | None = None,
+    *,
+    batch_statistics_of: int | None = None,
 ) -> float:
     """Mean loss in nats per character over the :func:`data.evaluation_windows` of ``ids``.
 
     The model runs in eval mode (BatchNorm: running statistics) on consecutive windows of
     ``context_length`` characters; every position of every window counts, so a position
     near a window's start has little context. The mode is restored afterwards.
+
+    ``batch_statistics_of=B``: instead, every BatchNorm normalizes each group of ``B``
+    consecutive windows with the group's own statistics (train mode, as in training with
+    batches of ``B``; the last group may be smaller). The running statistics are saved
+    and restored, so the model is unchanged; for the other norms the loss is the same.
     """
     inputs, targets = data.evaluation_windows(ids, context_length, max_windows)
     was_training = model.training
-    model.eval()
+    chunk_size = _LM_EVAL_BATCH if batch_statistics_of is None else batch_statistics_of
+    norms = batchnorm_layers(model)
+    saved = [
+        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
+        for layer in norms
+        if layer.has_running_stats
+    ]
+    model.train(batch_statistics_of is not None)
     total, count = 0.0, 0
     try:
-        for start in range(0, len(inputs), _LM_EVAL_BATCH):
-            chunk = slice(start, start + _LM_EVAL_BATCH)
+        for start in range(0, len(inputs), chunk_size):
+            chunk = slice(start, start + chunk_size)
             loss, _ = nn.softmax_cross_entropy(model(inputs[chunk]), targets[chunk])
             total += loss * targets[chunk].size
             count += targets[chunk].size
     finally:
         model.train(was_training)
+        tracked = [layer for layer in norms if layer.has_running_stats]
+        for layer, (mean, var, batches) in zip(tracked, saved, strict=True):
+            layer.running_mean[...], layer.running_var[...] = mean, var
+            layer.num_batches_tracked = batches
     return total / count
 
 
@@ -841,6 +868,7 @@ def train_language_model(
     seed: int,
     on_step=None,
     return_model: bool = False,
+    held_out: str = "validation",
 ):
     """Train a :class:`~normlab.nn.TransformerLM` on the character corpus; the loss curve.
 
@@ -863,6 +891,10 @@ def train_language_model(
     seed : int.
     on_step : callable ``(step, model, loss)``, optional.
     return_model : also return the trained model.
+    held_out : ``"validation"`` (default): train on the training split, measure on the
+        validation split; ``"tuning"``: train on the training split without its tuning
+        blocks and measure on those (:func:`data.load_tuning_corpus`), for choosing a
+        learning rate without looking at the validation split.
 
     Returns
     -------
@@ -874,9 +906,14 @@ def train_language_model(
         validation loss stops it, and the curve keeps the finite points before);
         ``unigram_baseline`` (nats per character, see
         :meth:`data.CharCorpus.unigram_baseline`); ``diverged``; ``steps`` done;
-        ``corpus``: :func:`data.corpus_fingerprint` (the text differs between Pythons).
+        ``corpus``: :func:`data.corpus_fingerprint` (the text differs between Pythons);
+        ``held_out``: where the curve was measured.
     """
-    corpus = data.load_char_corpus()
+    if held_out not in HELD_OUT_SPLITS:
+        raise ValueError(
+            f"train_language_model: held_out must be one of {HELD_OUT_SPLITS}, got {held_out!r}."
+        )
+    corpus = data.load_char_corpus() if held_out == "validation" else data.load_tuning_corpus()
     if model_config.vocab_size != corpus.vocab_size:
         raise ValueError(
             f"train_language_model: model_config.vocab_size must be the corpus's "
@@ -934,5 +971,6 @@ def train_language_model(
         "diverged": diverged,
         "steps": steps_done,
         "corpus": dict(corpus.fingerprint),
+        "held_out": held_out,
     }
     return (results, model) if return_model else results

@@ -61,3 +61,28 @@ def test_leak_shrinks_with_batch_size(results):
     assert np.all(np.diff(total) < 0)
     ratios = results["headline"]["batchnorm_future_total_over_theory_vs_batch_size"]
     assert all(0.7 < ratio < 1.2 for ratio in ratios)  # √(2D)(T−1)/(2N) within 30 %
+
+
+@pytest.mark.parametrize("method", causal_leak.SEQUENCE_METHODS)
+def test_group_and_instance_norm_see_the_future_whatever_the_batch_size(results, method):
+    norms = heatmap(results, method)
+    assert np.all(norms[np.triu_indices(norms.shape[0], k=1)] > 0)
+    by_batch = np.asarray(results["against_batch_size"][method]["future_total"])  # (N, seeds)
+    assert np.allclose(by_batch, by_batch[0])  # per sample: the other sequences do not enter
+    by_length = np.median(results["against_seq_len"][method]["future_total"], axis=1)
+    assert np.all(np.diff(by_length) > 0)
+    ratios = results["headline"][f"{method}_future_total_over_theory_vs_seq_len"]
+    assert all(0.7 < ratio < 1.4 for ratio in ratios[1:])  # the first T is too short
+
+
+def test_instance_norm_leaks_like_batchnorm_with_one_sequence(results):
+    """InstanceNorm on (N, T, D) is BatchNorm on each sequence alone: equal at N = 1."""
+    batch_sizes = results["config"]["batch_sizes"]
+    if 1 in batch_sizes:
+        index = batch_sizes.index(1)
+        by_batch = results["against_batch_size"]
+        np.testing.assert_allclose(
+            by_batch["instance"]["future_total"][index],
+            by_batch["batch"]["future_total"][index],
+            rtol=1e-9,
+        )

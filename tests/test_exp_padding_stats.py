@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from normlab import plotting
 from normlab.experiments import padding_stats
 
 
@@ -61,3 +62,26 @@ def test_headline_is_computed_from_the_numbers(results):
     headline = results["headline"]
     assert headline["masked_mean_error_worst"] == np.max(results["mean_error"]["batch_masked"])
     assert headline["layer_pad_values_max_abs_diff"] == 0.0
+
+
+def test_panel_c_draws_exact_zeros_at_zero_on_a_linear_axis_with_no_style_repeated(results):
+    """Panel (c) says what its title says: pad values change nothing (a line at exactly 0),
+    the rest is rounding in units of ε · max |y|; no two lines share colour, marker and style."""
+    figure = padding_stats.plot(results)
+    ax = figure.axes[2]
+    assert ax.get_yscale() == "linear"
+    low, high = ax.get_ylim()
+    assert low < 0 < high
+    lines = [
+        line for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")
+    ]
+    looks = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines]
+    assert len(set(looks)) == len(looks)
+    for kind in padding_stats.TOKEN_METHODS:
+        (pad_line,) = [
+            line
+            for line in lines
+            if line.get_label().endswith("pads of random junk")
+            and line.get_label().startswith(plotting.method_label(kind))
+        ]
+        assert np.all(np.asarray(pad_line.get_ydata()) == 0)

@@ -83,6 +83,10 @@ RELATIONAL_RULES = [
     ("group_norm_curve", {"devices": 64}, "training images"),
     ("padding_stats", {"batch_size": 4, "seq_len": 2, "padding_fractions": (0.9,)}, "real tokens"),
     ("length_generalization", {"train_min_len": 17}, "train_min_len"),
+    ("length_drift", {"train_len": 32, "test_len": 16}, "test_len"),
+    ("lm_norms", {"context_length": 64, "test_context_length": 32}, "test_context_length"),
+    ("lm_norms", {"d_model": 30, "num_heads": 4}, "num_heads must divide"),
+    ("lm_batch_composition", {"min_length": 64, "context_length": 32}, "min_length"),
     ("rms_vs_layernorm", {"scale_factor": 1.0}, "scale_factor"),
 ]
 

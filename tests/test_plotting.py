@@ -146,3 +146,17 @@ def test_a_single_batch_size_sits_in_the_middle_of_its_axis():
     assert (low, high) == (1.5, 6.0)
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["3"]
     assert ax.get_xlabel() == "batch size B"
+
+
+def test_a_variant_is_drawn_in_its_methods_colour_with_its_own_marker_and_line():
+    for key, variant in plotting.VARIANTS.items():
+        look = plotting.method_style(key)
+        assert look["color"] == plotting.METHODS[variant.method].color
+        assert look["linestyle"] == variant.linestyle
+        assert key not in plotting.METHODS
+    same_method = {}
+    for variant in plotting.VARIANTS.values():
+        same_method.setdefault(variant.method, []).append((variant.marker, variant.linestyle))
+    for method, looks in same_method.items():  # told apart from each other and the method
+        markers = [marker for marker, _ in looks] + [plotting.METHODS[method].marker]
+        assert len(set(looks)) == len(looks) and len(set(markers)) >= len(looks)

@@ -496,6 +496,11 @@ QUOTED = [
         zero_means("have exactly 0 there"),
     ),
     (
+        "causal_leak",
+        at("instance_over_batchnorm_future_total_at_longest_seq_len"),
+        "InstanceNorm {:.2f}× as much".format,
+    ),
+    (
         "length_generalization",
         lambda values: values["causal_largest_median_accuracy_drop_shortest_to_longest"] <= 0,
         lambda no_drop: "(no median drops" if no_drop else "<a median drops>",
@@ -506,6 +511,163 @@ QUOTED = [
         "std {:.2f},".format,
     ),
     ("length_generalization", at("causal_unmasked_std_ratio_theory"), "theory {:.2f})".format),
+    ("length_drift", at("train_len"), "sequences of {} tokens".format),
+    ("length_drift", at("test_len"), "tested on {} tokens".format),
+    (
+        "length_drift",
+        at("drifting/batch_per_step/drop_points"),
+        "per-time-step statistics {:.1f} points".format,
+    ),
+    ("length_drift", at("drifting/batch/drop_points"), "over time {:.1f},".format),
+    ("length_drift", at("drifting/layer/drop_points"), "LayerNorm {:.1f},".format),
+    ("length_drift", at("drifting/rms/drop_points"), "RMSNorm {:.1f}.".format),
+    (
+        "length_drift",
+        lambda values: (
+            values["drifting"]["verdict"]["layer_vs_batch"],
+            values["drifting"]["verdict"]["layer_vs_batch_per_step"],
+        ),
+        lambda verdicts: (
+            "LayerNorm loses about as much as pooled BatchNorm"
+            if verdicts == ("about as much", "loses less")
+            else f"<verdicts {verdicts}>"
+        ),
+    ),
+    (
+        "length_drift",
+        lambda values: (
+            max(
+                entry["drop_points"]
+                for entry in values["stationary"].values()
+                if isinstance(entry, dict) and "drop_points" in entry
+            )
+            < 2
+        ),
+        lambda small: "no method loses accuracy" if small else "<a method loses accuracy>",
+    ),
+    (
+        "placement_gradients",
+        at("post_ln/last_layer_slope_vs_depth"),
+        "(log-log slope {:+.2f} for Post-LN,".format,
+    ),
+    ("placement_gradients", at("pre_ln/last_layer_slope_vs_depth"), "{:.2f} for Pre-LN,".format),
+    (
+        "placement_gradients",
+        at("post_ln/last_layer_gradient_norm/12"),
+        "larger one ({:.3f} against".format,
+    ),
+    ("placement_gradients", at("pre_ln/last_layer_gradient_norm/12"), " {:.3f} at L = 12)".format),
+    (
+        "placement_gradients",
+        at("pre_ln/stream_growth_at_largest_depth"),
+        "grows only {:.2f}× over".format,
+    ),
+    ("placement_gradients", at("largest_depth"), "over {} blocks".format),
+    (
+        "placement_gradients",
+        at("sqrt_of_blocks_plus_one_at_largest_depth"),
+        "√(L + 1) = {:.2f} if".format,
+    ),
+    ("placement_warmup", at("num_layers"), "With {} blocks and Adam".format),
+    (
+        "placement_warmup",
+        lambda values: sum(entry["failed_runs"] for entry in values["lr_0.003"].values()),
+        zero_means("at lr 0.003 every combination trains"),
+    ),
+    (
+        "placement_warmup",
+        lambda values: (
+            values["lr_0.01"]["post_ln_no_warmup"]["failed_runs"],
+            values["lr_0.01"]["post_ln_no_warmup"]["runs"],
+        ),
+        lambda counts: "without warm-up fails in {} of {} seeds".format(*counts),
+    ),
+    (
+        "placement_warmup",
+        at("lr_0.01/post_ln_no_warmup/median_final_validation_loss"),
+        "(final validation loss {:.3f},".format,
+    ),
+    ("placement_warmup", at("unigram_baseline"), "unigram baseline {:.2f})".format),
+    (
+        "placement_warmup",
+        at("lr_0.01/post_ln_warmup/median_final_validation_loss"),
+        "warm-up reaches {:.3f}".format,
+    ),
+    (
+        "placement_warmup",
+        at("lr_0.01/pre_ln_no_warmup/median_final_validation_loss"),
+        "and Pre-LN {:.3f} without it".format,
+    ),
+    (
+        "placement_warmup",
+        lambda values: sum(
+            entry["failed_runs"]
+            for key, entry in values["lr_0.01"].items()
+            if key != "post_ln_no_warmup"
+        ),
+        zero_means("Post-LN with warm-up reaches"),
+    ),
+    ("lm_norms", at("none/final_loss_range_over_methods"), "within {:.3f} nats".format),
+    ("lm_norms", at("none/layer/median_final_validation_loss"), "(LayerNorm {:.3f},".format),
+    ("lm_norms", at("none/rms/median_final_validation_loss"), "RMSNorm {:.3f},".format),
+    ("lm_norms", at("none/batch/median_final_validation_loss"), "BatchNorm {:.3f},".format),
+    ("lm_norms", at("none/none/median_final_validation_loss"), "none {:.3f})".format),
+    ("lm_norms", at("test_length_over_training_length"), "contexts {:.0f}× longer".format),
+    ("lm_norms", at("none/batch/rise_to_longest_bin"), "rises by {:.3f} nats".format),
+    ("lm_norms", at("none/layer/rise_to_longest_bin"), "against {:.3f} for LayerNorm".format),
+    (
+        "lm_norms",
+        lambda values: (
+            values["none"]["batch"]["rise_to_longest_bin"]
+            <= values["none"]["layer"]["rise_to_longest_bin"]
+        ),
+        lambda no_more: "does not favour LayerNorm" if no_more else "<favours LayerNorm>",
+    ),
+    ("lm_norms", at("none/batch_train_minus_eval_mode_loss"), "train mode costs {:+.4f}".format),
+    (
+        "lm_norms",
+        at("none/fluctuation_mean_text_over_images"),
+        "fluctuate {:.2f}× as much".format,
+    ),
+    (
+        "lm_norms",
+        lambda values: values["none"]["fluctuation_mean_text_over_images"] < 2,
+        lambda small: "does not show at this" if small else "<shows>",
+    ),
+    (
+        "lm_batch_composition",
+        at("window_lengths"),
+        lambda lengths: "Windows of {}–{} characters".format(*lengths),
+    ),
+    (
+        "lm_batch_composition",
+        lambda values: round(100 * values["padding_fraction"]["random"]),
+        "at random ({} % padding)".format,
+    ),
+    (
+        "lm_batch_composition",
+        lambda values: round(100 * values["padding_fraction"]["bucketed"]),
+        "by length ({} %)".format,
+    ),
+    (
+        "lm_batch_composition",
+        at("masked_bucketed_over_random_fluctuation"),
+        "fluctuate {:.2f}× as much".format,
+    ),
+    (
+        "lm_batch_composition",
+        at("unmasked_over_masked_random_fluctuation"),
+        "fluctuate {:.2f}× as much as the masked".format,
+    ),
+    (
+        "lm_batch_composition",
+        lambda values: all(
+            values[f"{method}_bucketed"]["median_final_validation_loss"]
+            > values[f"{method}_random"]["median_final_validation_loss"]
+            for method in ("batch_masked", "batch", "layer")
+        ),
+        lambda worse: "costs every method loss" if worse else "<not every method>",
+    ),
     (
         "rms_vs_layernorm",
         at("cells_matching_paper"),

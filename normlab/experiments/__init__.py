@@ -76,6 +76,11 @@ REGISTRY: tuple[str, ...] = (
     "padding_stats",
     "causal_leak",
     "length_generalization",
+    "length_drift",
+    "placement_gradients",
+    "placement_warmup",
+    "lm_norms",
+    "lm_batch_composition",
     "rms_vs_layernorm",
     "variance_numerics",
 )

@@ -1,10 +1,12 @@
-"""∂y_t/∂x_s over time: in train mode BatchNorm lets future tokens change earlier outputs.
+"""∂y_t/∂x_s over time: BatchNorm (train mode), GroupNorm and InstanceNorm let the future in.
 
 The question: a causal sequence model may let output t depend on inputs
 s ≤ t only. Which normalization layers respect that? BatchNorm in training
 mode averages over every token of the batch, so the output at time t depends
-on tokens that come later; LayerNorm and RMSNorm normalize each token with its
-own features.
+on tokens that come later; GroupNorm and InstanceNorm need no batch, but on
+(N, T, D) they average over the time axis of each sequence, so they see its
+future too, in training and at inference alike; LayerNorm and RMSNorm normalize
+each token with its own features.
 
 Setup: a batch x of shape (N, T, D), float64, x ~ N(0, 1); layers with their
 default γ = 1, β = 0 and eps. For the first sequence of the batch, the Jacobian
@@ -13,7 +15,9 @@ norm. It is computed with normlab's own backward: one forward, then one
 ``layer.backward(dy)`` per output entry (t, i) with a one-hot ``dy``, which
 returns row (t, i) of the Jacobian. Entries with s > t (the upper triangle)
 are the "future leak". BatchNorm is measured in training mode and, after that
-step, in eval mode (running statistics: a fixed affine map).
+step, in eval mode (running statistics: a fixed affine map). GroupNorm has
+:func:`normlab.layers.default_num_groups` groups of the D features; InstanceNorm
+normalizes each feature of each sequence over its T tokens.
 
 Theory for BatchNorm in training mode, with M = N·T tokens per feature and
 x̂ the normalized input: ∂y_{t,j}/∂x_{s,k} = δ_jk·rstd_j·(δ_ts − (1 + x̂_{t,j} x̂_{s,j})/M).
@@ -26,6 +30,13 @@ length and falls only like 1/N with the batch size. LayerNorm and RMSNorm have
 off-diagonal blocks that are exactly 0 (the upstream gradient at t never
 reaches another token), as does BatchNorm in eval mode.
 
+InstanceNorm is the same computation as BatchNorm with one sequence in the batch
+(M = T values per statistic), so its total future leak is about √(2D)·(T − 1)/2:
+it grows with T like BatchNorm's, but is not divided by N. GroupNorm with G groups
+takes each statistic over the T·D/G values of a group, so a block couples every
+pair of features of a group: its norm is about √(2G)/T, and the total √(2G)·(T − 1)/2,
+also independent of N.
+
 The line plots need BatchNorm's full Jacobian at every T and N (T·D backward
 calls each). For LayerNorm, RMSNorm and eval-mode BatchNorm the sweeps only
 check that nothing leaks, with one backward per output position t (a random
@@ -34,8 +45,9 @@ exactly 0 iff, almost surely, every off-diagonal block is. The heat maps use
 the full Jacobian of every layer.
 
 What would refute the claim: any non-zero block above the diagonal for LayerNorm,
-RMSNorm or eval-mode BatchNorm, or a train-mode BatchNorm leak that does not follow
-√(2D)·(T − 1)/(2N) in its growth with T and its fall with N.
+RMSNorm or eval-mode BatchNorm, a train-mode BatchNorm leak that does not follow
+√(2D)·(T − 1)/(2N) in its growth with T and its fall with N, or a GroupNorm or
+InstanceNorm leak that is zero or falls with N.
 """
 
 from __future__ import annotations
@@ -58,17 +70,26 @@ from normlab.experiments.framework import (
     seeds,
 )
 from normlab.gradcheck import jacobian
+from normlab.layers import default_num_groups
 
 NAME = "causal_leak"
 
 #: The layers compared (plotting.METHODS keys, with "batch_eval" drawn in BatchNorm's style).
-METHODS = ("batch", "batch_eval", "layer", "rms")
+METHODS = ("batch", "batch_eval", "layer", "rms", "group", "instance")
+
+#: The layers whose off-diagonal blocks are not zero: their full block norms are measured.
+LEAKY_METHODS = ("batch", "group", "instance")
+
+#: The batch-free layers that see the whole sequence (their leak does not depend on N).
+SEQUENCE_METHODS = ("group", "instance")
 
 _TITLES = {
-    "batch": "(a) BatchNorm, train mode",
-    "batch_eval": "BatchNorm, eval mode",
+    "batch": "(a) BatchNorm, train",
+    "batch_eval": "BatchNorm, eval",
     "layer": "LayerNorm",
     "rms": "RMSNorm",
+    "group": "GroupNorm",
+    "instance": "InstanceNorm",
 }
 
 #: Why every sequence length is ≥ 2 (with 2 tokens, BatchNorm also has N·T ≥ 2 to train on).
@@ -189,15 +210,16 @@ def dependence_probe(layer, x: np.ndarray, rng: np.random.Generator) -> np.ndarr
 def measure(seed: int, shape: tuple[int, int, int], keep_matrix: bool) -> dict:
     """Leak summaries of every method for one random (N, T, D) batch; matrices if asked.
 
-    BatchNorm in training mode always gets its full block norms; the other methods
-    get them for the heat map and the cheaper :func:`dependence_probe` in the sweeps.
+    The leaky layers (BatchNorm in training mode, GroupNorm, InstanceNorm) always get
+    their full block norms; the others get them for the heat map and the cheaper
+    :func:`dependence_probe` in the sweeps.
     """
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape)  # (N, T, D), float64
     result = {}
     for method in METHODS:
         layer = make_layer(method, shape[-1], x)
-        if keep_matrix or method == "batch":
+        if keep_matrix or method in LEAKY_METHODS:
             norms = block_norms(layer, x)
         else:
             norms = dependence_probe(layer, x, rng)
@@ -260,7 +282,10 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         "heatmap": heatmap.measure(NAME, measure_heatmap, options).results[0],
         "against_seq_len": table(by_length, measure_against_length),
         "against_batch_size": table(by_batch, measure_against_batch_size),
-        "theory": {"sqrt_2d": float(np.sqrt(2 * config.num_features))},
+        "theory": {
+            "sqrt_2d": float(np.sqrt(2 * config.num_features)),
+            "sqrt_2g": float(np.sqrt(2 * default_num_groups(config.num_features))),
+        },
     }
     results["headline"] = _headline(config, results)
     return results
@@ -306,7 +331,34 @@ def _headline(config: Config, results: dict) -> dict:
         "batchnorm_future_total_over_theory_vs_batch_size": [
             float(r) for r in total_n / theory_total_n
         ],
+        **_sequence_norm_headline(config, results, slope),
     }
+
+
+def sequence_norm_theory(results: dict, method: str, seq_lens) -> np.ndarray:
+    """Total future leak of GroupNorm or InstanceNorm: √(2G)(T − 1)/2 or √(2D)(T − 1)/2."""
+    root = results["theory"]["sqrt_2g" if method == "group" else "sqrt_2d"]
+    return root * (np.asarray(seq_lens, dtype=float) - 1) / 2
+
+
+def _sequence_norm_headline(config: Config, results: dict, slope) -> dict:
+    seq_lens = np.asarray(config.seq_lens, dtype=float)
+    batch_sizes = np.asarray(config.batch_sizes, dtype=float)
+    headline = {}
+    for method in SEQUENCE_METHODS:
+        total_t = np.median(results["against_seq_len"][method]["future_total"], axis=1)
+        total_n = np.median(results["against_batch_size"][method]["future_total"], axis=1)
+        theory_t = sequence_norm_theory(results, method, seq_lens)
+        headline[f"{method}_future_total_at_longest_seq_len"] = float(total_t[-1])
+        headline[f"{method}_future_total_slope_vs_seq_len"] = slope(seq_lens, total_t)
+        headline[f"{method}_future_total_slope_vs_batch_size"] = slope(batch_sizes, total_n)
+        headline[f"{method}_future_total_over_theory_vs_seq_len"] = [
+            float(r) for r in total_t / theory_t
+        ]
+        headline[f"{method}_over_batchnorm_future_total_at_longest_seq_len"] = float(
+            total_t[-1] / np.median(results["against_seq_len"]["batch"]["future_total"][-1])
+        )
+    return headline
 
 
 # ---------------------------------------------------------------------------
@@ -316,10 +368,10 @@ def _headline(config: Config, results: dict) -> dict:
 
 @plotting.styled
 def plot(results: dict) -> Figure:
-    """Four heat maps of ‖∂y_t/∂x_s‖_F, then the BatchNorm leak against T and against N."""
+    """Six heat maps of ‖∂y_t/∂x_s‖_F, then the leaks against T and against N."""
     config = results["config"]
-    figure = Figure(figsize=(20.0, 11.5), layout="constrained")
-    mosaic = [list(METHODS), ["by_t", "by_t", "by_n", "by_n"]]
+    figure = Figure(figsize=(22.0, 11.5), layout="constrained")
+    mosaic = [list(METHODS), ["by_t"] * 3 + ["by_n"] * 3]
     axes = figure.subplot_mosaic(mosaic, height_ratios=[1.0, 1.0])
 
     colormap = plotting_colormap()
@@ -337,7 +389,7 @@ def plot(results: dict) -> Figure:
     _leak_panel(
         axes["by_t"],
         seq_lens,
-        results["against_seq_len"]["batch"],
+        results["against_seq_len"],
         theory_total=sqrt_2d * (seq_lens - 1) / (2 * config["batch_size"]),
         theory_pair=sqrt_2d / (config["batch_size"] * seq_lens),
         xlabel="sequence length T",
@@ -346,13 +398,13 @@ def plot(results: dict) -> Figure:
     _leak_panel(
         axes["by_n"],
         batch_sizes,
-        results["against_batch_size"]["batch"],
+        results["against_batch_size"],
         theory_total=sqrt_2d * (config["seq_len"] - 1) / (2 * batch_sizes),
         theory_pair=sqrt_2d / (batch_sizes * config["seq_len"]),
         xlabel="batch size N",
         title=f"(c) leak against N, sequence length T = {config['seq_len']}",
     )
-    axes["by_t"].set_ylabel("BatchNorm (train) leak")
+    axes["by_t"].set_ylabel("future leak of one sequence")
 
     heat_n, heat_t = config["heatmap_batch_size"], config["heatmap_seq_len"]
     plotting.set_title(
@@ -360,9 +412,11 @@ def plot(results: dict) -> Figure:
         "Does a future token change an earlier output? ‖∂y_t/∂x_s‖_F within one sequence",
         f"(a) N = {heat_n}, T = {heat_t}, D = {config['num_features']}, x ~ N(0, 1) float64, "
         "γ = 1, β = 0; above the diagonal (s > t, outlined) = future inputs. Jacobian rows from "
-        "normlab's backward with one-hot upstream gradients. (b, c) BatchNorm in train mode, "
-        f"{plotting.spread_caption(len(config['seeds']))}; theory "
-        "√(2D)/(N·T) per pair. LayerNorm, RMSNorm and BatchNorm in eval mode: every "
+        "normlab's backward with one-hot upstream gradients. (b, c) "
+        f"{plotting.spread_caption(len(config['seeds']))}; BatchNorm in train mode with its "
+        "theory; GroupNorm (√(2G)(T−1)/2 for G groups) and InstanceNorm (√(2D)(T−1)/2) see "
+        "the future of their own sequence whatever N is. LayerNorm, RMSNorm and BatchNorm in "
+        "eval mode: every "
         "off-diagonal block exactly 0 in every run (no point on log axes; checked in the sweeps "
         "with one random-direction backward per position).",
     )
@@ -411,7 +465,20 @@ def _heatmap(ax, entry: dict, colormap):
     return image
 
 
-def _leak_panel(ax, x_values, table, *, theory_total, theory_pair, xlabel, title) -> None:
+def _leak_panel(ax, x_values, tables, *, theory_total, theory_pair, xlabel, title) -> None:
+    """BatchNorm's total and per-pair leak with their theory; GroupNorm's and InstanceNorm's
+    totals (``tables``: the summaries of every method against the x values)."""
+    for method in SEQUENCE_METHODS:
+        look = plotting.method_style(method)
+        plotting.plot_spread(
+            ax,
+            x_values,
+            np.asarray(tables[method]["future_total"]),
+            color=look["color"],
+            marker=look["marker"],
+            label=f"{look['label']}: total",
+        )
+    table = tables["batch"]
     look = plotting.method_style("batch")
     total = np.asarray(table["future_total"])
     pair = np.asarray(table["future_per_pair"])
@@ -421,7 +488,7 @@ def _leak_panel(ax, x_values, table, *, theory_total, theory_pair, xlabel, title
         total,
         color=look["color"],
         marker=look["marker"],
-        label="total future leak: Σ over s > t of ‖∂y_t/∂x_s‖_F",
+        label="BatchNorm (train): total, Σ over s > t of ‖∂y_t/∂x_s‖_F",
     )
     plotting.plot_spread(
         ax,
@@ -431,7 +498,7 @@ def _leak_panel(ax, x_values, table, *, theory_total, theory_pair, xlabel, title
         marker=look["marker"],
         linestyle="--",
         markerfacecolor="white",
-        label="per future pair (mean)",
+        label="BatchNorm (train): per future pair (mean)",
     )
     plotting.reference_line(ax, x_values, theory_total, label="theory √(2D)(T−1)/(2N)")
     plotting.reference_line(ax, x_values, theory_pair, linestyle=":", label="theory √(2D)/(N·T)")
@@ -439,4 +506,4 @@ def _leak_panel(ax, x_values, table, *, theory_total, theory_pair, xlabel, title
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=15, loc="left")
-    ax.legend(loc="best", fontsize=12)
+    ax.legend(loc="best", fontsize=11)

@@ -519,7 +519,9 @@ class TransformerLMConfig:
 
     ``TransformerLM.from_config(config, rng=...)`` builds it and ``model.config`` gives it
     back; an experiment's Config holds one, and :meth:`to_dict` enters its cache key.
-    ``batchnorm_momentum`` reaches the BatchNorm layers only (``norm="batch"``).
+    ``batchnorm_momentum`` reaches the BatchNorm layers only (``norm="batch"``);
+    ``mask_norm=False`` makes every norm take padding as data (see
+    :class:`~normlab.nn.TransformerEncoderLayer`).
     Construction checks the values and raises ValueError on a bad one.
     """
 
@@ -537,6 +539,7 @@ class TransformerLMConfig:
     layer_norm_eps: float = 1e-5
     bias: bool = True
     batchnorm_momentum: float | None = 0.1
+    mask_norm: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers"):
@@ -617,6 +620,8 @@ class TransformerLM(Container):
     positions : ``"learned"`` (default), ``"sinusoidal"`` or ``"none"``, see above.
     layer_norm_eps : float, default 1e-5; bias : bool, default True (as the blocks).
     norm_kwargs : dict, optional, more options for :func:`normlab.make_norm`.
+    mask_norm : bool, default True: the norms get the padding mask; False: they take the
+        padding as data (BatchNorm's statistics then count it), outputs at padding still 0.
     rng : np.random.Generator or int seed; dtype : floating dtype, default float32.
         Every module is initialized as torch initializes it (embeddings ``N(0, 1)``, the
         head as ``nn.Linear``).
@@ -663,6 +668,7 @@ class TransformerLM(Container):
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
         norm_kwargs: dict | None = None,
+        mask_norm: bool = True,
         rng,
         dtype=np.float32,
     ) -> None:
@@ -682,6 +688,7 @@ class TransformerLM(Container):
             layer_norm_eps=layer_norm_eps,
             bias=bias,
             batchnorm_momentum=momentum,
+            mask_norm=bool(mask_norm),
         )
         rng = as_generator(rng, "TransformerLM")
         self.dtype = np.dtype(dtype)
@@ -704,6 +711,7 @@ class TransformerLM(Container):
                     bias=bias,
                     causal=True,
                     norm_kwargs=norm_kwargs,
+                    mask_norm=mask_norm,
                     rng=rng,
                     dtype=dtype,
                 )
@@ -774,7 +782,10 @@ class TransformerLM(Container):
                 h *= mask[..., None]  # padding stays 0
         h = self.blocks(h, mask=mask)  # (N, T, D)
         if self.final_norm is not None:
-            h = self.final_norm(h, mask=mask)
+            if self._config.mask_norm or mask is None:
+                h = self.final_norm(h, mask=mask)
+            else:  # statistics over every position, padding set to 0
+                h = self.final_norm(h) * mask[..., None]
         self._cache = (mask,)
         return self.head(h, mask=mask)  # (N, T, V)
 
@@ -783,6 +794,8 @@ class TransformerLM(Container):
         dh = self.head.backward(dlogits)  # (N, T, D), 0 at padding
         if self.final_norm is not None:
             dh = self.final_norm.backward(dh)
+            if not self._config.mask_norm and mask is not None:
+                dh = dh * mask[..., None]  # the padded inputs are constants
         dh = self.blocks.backward(dh)
         if self.position_embedding is not None:
             if mask is not None:

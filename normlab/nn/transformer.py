@@ -61,6 +61,11 @@ class TransformerEncoderLayer(Container):
     causal : bool, default False: query ``t`` attends to keys ``s <= t`` only.
     norm_kwargs : dict, optional, more options for :func:`normlab.make_norm`
         (e.g. ``{"momentum": 0.01}`` for BatchNorm).
+    mask_norm : bool, default True: give the padding mask to the norms. With False they
+        take the padded positions (zeros) as data: BatchNorm's statistics, and GroupNorm's
+        and InstanceNorm's, then count them, the mistake the ``lm_batch_composition``
+        experiment measures (the norms' outputs at padding are still set to 0).
+        LayerNorm and RMSNorm give the same outputs either way.
     rng : np.random.Generator or int seed, for every initialization (torch's: see
         :class:`~normlab.nn.MultiheadAttention`; ``linear1``/``linear2`` as ``nn.Linear``).
     dtype : floating dtype, default float32.
@@ -97,6 +102,7 @@ class TransformerEncoderLayer(Container):
         bias: bool = True,
         causal: bool = False,
         norm_kwargs: dict | None = None,
+        mask_norm: bool = True,
         rng,
         dtype=np.float32,
     ) -> None:
@@ -137,6 +143,7 @@ class TransformerEncoderLayer(Container):
         self.d_model, self.nhead, self.dim_feedforward = d_model, nhead, dim_feedforward
         self.activation_name, self.norm_kind = activation, norm
         self.norm_first, self.causal = bool(norm_first), bool(causal)
+        self.mask_norm = bool(mask_norm)
 
     def __repr__(self) -> str:
         placement = "Pre-LN" if self.norm_first else "Post-LN"
@@ -145,6 +152,16 @@ class TransformerEncoderLayer(Container):
             f"activation={self.activation_name!r}, norm={self.norm_kind!r} ({placement}), "
             f"causal={self.causal})"
         )
+
+    def _norm(self, norm, x, mask) -> np.ndarray:
+        if self.mask_norm or mask is None:
+            return norm(x, mask=mask)
+        return norm(x) * mask[..., None]  # statistics over every position, padding set to 0
+
+    def _norm_backward(self, norm, dy, mask) -> np.ndarray:
+        if self.mask_norm or mask is None:
+            return norm.backward(dy)  # 0 at padding already
+        return norm.backward(dy * mask[..., None]) * mask[..., None]
 
     def _feedforward(self, u, mask) -> np.ndarray:
         # u is a norm's output, exactly 0 at padding, so the hidden units there are act(b1):
@@ -166,12 +183,13 @@ class TransformerEncoderLayer(Container):
         mask = check_mask(mask, x.shape, "TransformerEncoderLayer")
         if mask is not None:
             x = np.where(mask[..., None], x, x.dtype.type(0))  # padding is 0 from here on
+        norm1, norm2 = self.norm1, self.norm2
         if self.norm_first:  # Pre-LN
-            h = x + self.self_attn(self.norm1(x, mask=mask), mask=mask)
-            y = h + self._feedforward(self.norm2(h, mask=mask), mask)
+            h = x + self.self_attn(self._norm(norm1, x, mask), mask=mask)
+            y = h + self._feedforward(self._norm(norm2, h, mask), mask)
         else:  # Post-LN
-            h = self.norm1(x + self.self_attn(x, mask=mask), mask=mask)
-            y = self.norm2(h + self._feedforward(h, mask), mask=mask)
+            h = self._norm(norm1, x + self.self_attn(x, mask=mask), mask)
+            y = self._norm(norm2, h + self._feedforward(h, mask), mask)
         self._cache = (mask, x.shape)
         return y
 
@@ -185,11 +203,12 @@ class TransformerEncoderLayer(Container):
             )
         if mask is not None:
             dy = np.where(mask[..., None], dy, dy.dtype.type(0))  # padded outputs are constants
+        norm1, norm2 = self.norm1, self.norm2
         if self.norm_first:  # y = h + FF(norm2(h)), h = x + SA(norm1(x))
-            dh = dy + self.norm2.backward(self._feedforward_backward(dy))
-            return dh + self.norm1.backward(self.self_attn.backward(dh))
+            dh = dy + self._norm_backward(norm2, self._feedforward_backward(dy), mask)
+            return dh + self._norm_backward(norm1, self.self_attn.backward(dh), mask)
         # y = norm2(h + FF(h)), h = norm1(x + SA(x))
-        dsum2 = self.norm2.backward(dy)
+        dsum2 = self._norm_backward(norm2, dy, mask)
         dh = dsum2 + self._feedforward_backward(dsum2)
-        dsum1 = self.norm1.backward(dh)
+        dsum1 = self._norm_backward(norm1, dh, mask)
         return dsum1 + self.self_attn.backward(dsum1)
