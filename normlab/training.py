@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from numbers import Real
 
 import numpy as np
 
@@ -51,6 +54,8 @@ __all__ = [
     "fit",
     "learning_rate",
     "predict",
+    "running_statistics_kept",
+    "scale_initial_weights",
     "train_cnn",
     "train_mlp",
     "train_mode_predictions",
@@ -240,26 +245,56 @@ def train_mode_predictions(
     saved and restored, so the model is unchanged afterwards. Norms other than
     BatchNorm give the same predictions as in eval mode.
     """
-    norms = batchnorm_layers(model)
-    saved = [
-        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
-        for layer in norms
-    ]
     order = rng.permutation(len(x))
     starts = list(range(0, len(x), batch_size))
     if len(x) - starts[-1] == 1 and len(starts) > 1:
         starts.pop()  # the last sample joins the batch before it
     bounds = [*starts, len(x)]
     predictions = np.empty(len(x), dtype=np.int64)
-    model.train()
-    for start, stop in pairwise(bounds):
-        batch = order[start:stop]
-        predictions[batch] = np.argmax(model(x[batch]), axis=1)
+    with running_statistics_kept(model):
+        model.train()
+        for start, stop in pairwise(bounds):
+            batch = order[start:stop]
+            predictions[batch] = np.argmax(model(x[batch]), axis=1)
     model.eval()
-    for layer, (mean, var, count) in zip(norms, saved, strict=True):
-        layer.running_mean[...], layer.running_var[...] = mean, var
-        layer.num_batches_tracked = count
     return predictions
+
+
+@contextmanager
+def running_statistics_kept(model: nn.Sequential):
+    """A block in which ``model`` may run forwards in train mode without changing its BatchNorms.
+
+    Every BatchNorm's running mean, running variance and batch count are saved on entry
+    and put back on exit: for measurements in train mode (batch statistics) that must
+    leave the model as it was, during training or after it.
+    """
+    norms = batchnorm_layers(model)
+    saved = [
+        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
+        for layer in norms
+    ]
+    try:
+        yield model
+    finally:
+        for layer, (mean, var, count) in zip(norms, saved, strict=True):
+            layer.running_mean[...], layer.running_var[...] = mean, var
+            layer.num_batches_tracked = count
+
+
+def scale_initial_weights(model, factor: float) -> None:
+    """Multiply the weight of every ``Linear`` and ``Conv2d`` of ``model`` by ``factor``, in place.
+
+    The initialization-scale axis of the learning-rate maps: ``factor = 1`` leaves
+    He/Glorot (or torch's) initialization as it is, ``factor = 0.01`` makes every weight a
+    hundred times smaller. Biases (which start at 0) and the normalization layers' γ and β
+    are left alone. ``factor`` must be a finite number > 0.
+    """
+    valid = isinstance(factor, Real) and not isinstance(factor, bool)
+    if not (valid and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"init_scale must be a finite number > 0, got {factor!r}")
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            layer.params["weight"][...] *= layer.params["weight"].dtype.type(factor)
 
 
 def _make_optimizer(name: str, model, lr: float, momentum: float, weight_decay: float = 0.0):
@@ -282,6 +317,7 @@ def train_mlp(
     depth: int = 2,
     norm_kwargs: dict | None = None,
     bn_momentum: float = 0.1,
+    init_scale: float = 1.0,
     return_model: bool = False,
     **fitting,
 ):
@@ -297,9 +333,11 @@ def train_mlp(
     hidden, depth : width and number of the hidden ``Linear → norm → ReLU`` blocks.
     norm_kwargs : dict, optional, more options of the norm (e.g. ``ghost_batch_size``).
     bn_momentum : BatchNorm's running-statistics momentum (PyTorch convention).
+    init_scale : every Linear weight is multiplied by this after initialization
+        (:func:`scale_initial_weights`); 1 keeps the He/Glorot initialization.
     return_model : also return the trained model (in eval mode).
     **fitting : the options of :func:`fit` (optimizer, base_lr, lr_rule, steps,
-        evaluation, devices, ...).
+        evaluation, devices, on_step, ...).
 
     Returns
     -------
@@ -317,6 +355,7 @@ def train_mlp(
         # momentum is BatchNorm's option: the other kinds ignore it
         norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
     )
+    scale_initial_weights(model, init_scale)  # × 1: the initialization unchanged, exactly
     numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, **fitting)
     return (numbers, model) if return_model else numbers
 
@@ -330,13 +369,15 @@ def train_cnn(
     widths: tuple[int, ...] = (16, 32),
     norm_kwargs: dict | None = None,
     bn_momentum: float = 0.1,
+    init_scale: float = 1.0,
     return_model: bool = False,
     **fitting,
 ):
     """Train a small digits CNN (:class:`normlab.nn.CNN` on (N, 8, 8, 1) images) and measure it.
 
     The same as :func:`train_mlp` with ``widths`` (channels of the ``Conv2d(3×3) → norm →
-    ReLU → MaxPool2d(2)`` blocks) in place of ``hidden`` and ``depth``. ``norm="layer"``
+    ReLU → MaxPool2d(2)`` blocks) in place of ``hidden`` and ``depth``; ``init_scale``
+    multiplies every Conv2d and Linear weight after initialization. ``norm="layer"``
     is LayerNorm over the channels at each position; GroupNorm's groups come from
     :func:`normlab.layers.default_num_groups` unless ``norm_kwargs`` has ``num_groups``.
     """
@@ -350,6 +391,7 @@ def train_cnn(
         rng=rng,
         norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
     )
+    scale_initial_weights(model, init_scale)  # × 1: the initialization unchanged, exactly
     numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, images=True, **fitting)
     return (numbers, model) if return_model else numbers
 
@@ -372,6 +414,7 @@ def fit(
     sync_batchnorm: bool = False,
     evaluation: str = "test",
     images: bool = False,
+    on_step: Callable[[int, float, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict:
     """Train ``model`` on ``split`` with SGD or Adam, then measure it: the one training loop.
 
@@ -395,6 +438,11 @@ def fit(
         synchronized (over all B).
     evaluation : ``"test"`` or ``"validation"``; only recorded here (it chose ``split``).
     images : feed (N, 8, 8, 1) images (a CNN) instead of (N, 64) vectors.
+    on_step : called after every optimizer step as ``on_step(step, loss, x, y)``: the
+        number of steps taken so far (1, 2, ...), the step's training loss (computed
+        before the update) and the batch it was computed on. For measurements during
+        training (loss curves, probes of the loss surface); whatever it changes in the
+        model it must restore, since training goes on from there.
 
     Returns
     -------
@@ -452,6 +500,8 @@ def fit(
             opt.step()
             epoch_losses.append(loss)
             taken += 1
+            if on_step is not None:
+                on_step(taken, loss, x_train[batch], split.y_train[batch])
             if steps is not None and taken >= steps:
                 break
 
