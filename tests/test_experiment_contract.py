@@ -76,6 +76,10 @@ RELATIONAL_RULES = [
     ("padding_stats", {"batch_size": 4, "seq_len": 2, "padding_fractions": (0.9,)}, "real tokens"),
     ("length_generalization", {"train_min_len": 17}, "train_min_len"),
     ("rms_vs_layernorm", {"scale_factor": 1.0}, "scale_factor"),
+    ("learning_rate_maps", {"init_scales": (0.01, 0.1)}, "init_scales must contain 1"),
+    ("learning_rate_maps", {"batch_size": 2000}, "batch_size"),
+    ("loss_landscape", {"steps": 10, "probe_every": 20}, "probe_every"),
+    ("effective_learning_rate", {"steps": 40, "record_every": 20}, "record_every"),
 ]
 
 

@@ -70,6 +70,10 @@ REGISTRY: tuple[str, ...] = (
     "length_generalization",
     "rms_vs_layernorm",
     "variance_numerics",
+    "learning_rate_maps",
+    "noisy_batchnorm",
+    "loss_landscape",
+    "effective_learning_rate",
 )
 
 
