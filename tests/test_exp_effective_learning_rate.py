@@ -45,3 +45,9 @@ def test_with_weight_decay_the_angular_update_settles_near_sqrt_2_eta_lambda(res
     for label, entry in dynamics.items():
         if label != "0":
             assert entry["final_over_initial_norm"] < 1  # weight decay shrank the weight
+
+
+def test_summary_has_a_line_per_method_and_weight_decay(results):
+    text = effective_learning_rate.summary(results)
+    assert all(f"λ = {decay:>6g}" in text for decay in results["weight_decays"])
+    assert all(f"{norm:>6}: |cos" in text for norm in results["norms"])

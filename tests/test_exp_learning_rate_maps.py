@@ -82,3 +82,8 @@ def test_every_method_gets_a_loss_curve_at_its_own_best_learning_rate(results):
             for curve in point["loss_curve"]:
                 assert len(curve) == config["steps"] // config["curve_window"]
                 assert curve[-1] < curve[0]  # the loss fell
+
+
+def test_summary_has_a_row_per_network_and_method(results):
+    rows = learning_rate_maps.summary(results).splitlines()[1:]
+    assert len(rows) == len(results["models"]) * len(results["norms"])

@@ -65,3 +65,8 @@ def test_the_headline_ratios_are_the_ratios_of_the_medians(results):
         for key in loss_landscape.MEASURES:
             expected = per_norm["none"][f"median_{key}"] / per_norm["batch"][f"median_{key}"]
             assert headline[f"none_over_batch_{key}"] == pytest.approx(expected)
+
+
+def test_summary_has_a_row_per_depth_and_method_and_the_ratios(results):
+    rows = loss_landscape.summary(results).splitlines()[1:]
+    assert len(rows) == len(results["depths"]) * (len(results["norms"]) + 1)

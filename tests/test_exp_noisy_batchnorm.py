@@ -63,3 +63,9 @@ def test_comparisons_are_paired_over_seeds_and_the_test_images(results):
             assert comparison["resampled"] == "seeds and test examples"
             low, high = comparison["interval"]
             assert low <= comparison["mean_difference"] <= high
+
+
+def test_summary_names_every_network_and_comparison(results):
+    text = noisy_batchnorm.summary(results)
+    assert all(f"{depth} hidden blocks" in text for depth in results["depths"])
+    assert text.count("→") == 3 * len(results["depths"])

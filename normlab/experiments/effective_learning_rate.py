@@ -364,6 +364,45 @@ def _headline(results: dict) -> dict:
     return headline
 
 
+def summary(results: dict) -> str:
+    """The invariance check per method, then the dynamics per weight decay against √(2ηλ)."""
+    headline = results["headline"]
+    lines = ["scale invariance of the first hidden layer (0 = exact), default ε | ε = 1e-12:"]
+    for norm in results["norms"]:
+        default, negligible = (headline["check"][norm][f"{eps}_eps"] for eps in CHECK_EPS)
+        lines.append(
+            f"  {norm:>6}: |cos(θ, ∇L)| {default['max_abs_cosine']:.1e} | "
+            f"{negligible['max_abs_cosine']:.1e};  |c·‖∇L(cθ)‖/‖∇L(θ)‖ − 1| "
+            f"{default['max_gradient_ratio_error']:.1e} | "
+            f"{negligible['max_gradient_ratio_error']:.1e}"
+        )
+    lines.append(
+        f"plain SGD, η = {results['config']['learning_rate']:g}: angular update per step "
+        "(rms, last quarter) against √(2ηλ)"
+    )
+    for decay in results["weight_decays"]:
+        label = f"{decay:g}"
+        entry = headline["dynamics"][label]
+        low, high = entry["late_rms_angle_range"]
+        ratio = entry["measured_over_theory"]
+        lines.append(
+            f"  λ = {label:>6}: {entry['late_rms_angle_mean']:.4f} rad [{low:.4f}–{high:.4f}]"
+            + (
+                ""
+                if ratio is None
+                else f", √(2ηλ) = {entry['theory_angle']:.4f}, ratio {ratio:.2f}"
+            )
+            + (" (settled)" if entry["equilibrated"] else " (not settled)" if label != "0" else "")
+            + f"; ‖W‖ final/initial {entry['final_over_initial_norm']:.2f}; "
+            f"test accuracy {entry['mean_test_accuracy_percent']:.1f} %"
+        )
+    if "pythagoras_ratio_without_decay" in headline:
+        lines.append(
+            f"λ = 0: (‖W_T‖² − ‖W_0‖²) / Σ‖ΔW‖² = {headline['pythagoras_ratio_without_decay']:.6f}"
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Plot
 # ---------------------------------------------------------------------------

@@ -457,6 +457,30 @@ def _headline(results: dict) -> dict:
     return headline
 
 
+def summary(results: dict) -> str:
+    """The headline as a table: one row per network and method (for notebooks and the CLI)."""
+    lines = [
+        f"{'network':>12} {'method':>6} {'best lr':>8} {'stable lr range':>17} {'decades':>8} "
+        f"{'map trains':>10} {'smallest init':>13} {'test acc. at best lr':>21}"
+    ]
+    for model in results["models"]:
+        for norm in results["norms"]:
+            row = results["headline"][model]["per_norm"][norm]
+            if row["stable_lr_low"] is None:
+                stable, decades = "none trains", "–"
+            else:
+                stable = f"{row['stable_lr_low']:g}–{row['stable_lr_high']:g}"
+                decades = f"{row['stable_decades']:.2f}"
+            smallest = row["smallest_init_scale_that_trains"]
+            lines.append(
+                f"{model:>12} {norm:>6} {row['best_lr']:>8g} {stable:>17} {decades:>8} "
+                f"{row['share_of_map_that_trains']:>10.0%} "
+                f"{'never' if smallest is None else f'{smallest:g}':>13} "
+                f"{row['test_accuracy_percent_at_best_lr']:>19.1f} %"
+            )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Plot
 # ---------------------------------------------------------------------------

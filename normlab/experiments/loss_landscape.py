@@ -271,6 +271,23 @@ def _headline(results: dict) -> dict:
     return headline
 
 
+def summary(results: dict) -> str:
+    """Per depth and method: the medians over seeds and probes; then none / BatchNorm."""
+    keys = (*MEASURES, "gradient_norm")
+    lines = [f"{'depth':>5} {'method':>6}" + "".join(f"{key:>17}" for key in keys)]
+    for depth in results["depths"]:
+        entry = results["headline"][f"depth_{depth}"]
+        for norm in results["norms"]:
+            values = [entry["per_norm"][norm][f"median_{key}"] for key in keys]
+            cells = "".join(f"{'blew up':>17}" if v is None else f"{v:17.4g}" for v in values)
+            lines.append(f"{depth:>5} {norm:>6}" + cells)
+        ratios = [entry.get(f"none_over_batch_{key}") for key in MEASURES]
+        if any(ratio is not None for ratio in ratios):
+            cells = "".join(f"{'–':>17}" if r is None else f"{r:17.2f}" for r in ratios)
+            lines.append(f"{'':>5} {'none/BN':>6}" + cells + "   (> 1: smoother with BatchNorm)")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Plot
 # ---------------------------------------------------------------------------

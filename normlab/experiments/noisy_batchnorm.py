@@ -334,6 +334,28 @@ def _headline(results: dict) -> dict:
     return headline
 
 
+def summary(results: dict) -> str:
+    """Per depth: each network's accuracies and shift per step, then the paired comparisons."""
+    lines = []
+    for depth, entry in results["by_depth"].items():
+        lines.append(f"{depth} hidden blocks:")
+        for method in METHODS:
+            test = 100 * np.asarray(entry[method]["test_accuracy"])
+            train = 100 * np.mean(entry[method]["train_accuracy"])
+            lines.append(
+                f"  {_LOOKS[method]['label']:>17}: test {np.mean(test):5.1f} % "
+                f"[{test.min():.1f}–{test.max():.1f}], training set {train:5.1f} %, "
+                f"shift per step {np.median(entry[method]['shift_per_step']):.4f}"
+            )
+        for name, compared in results["comparisons"][depth].items():
+            low, high = (100 * value for value in compared["interval"])
+            lines.append(
+                f"  {name.replace('_vs_', ' − ')}: {100 * compared['mean_difference']:+.2f} points "
+                f"[{low:+.2f}, {high:+.2f}] → {compared['verdict']}"
+            )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # Plot
 # ---------------------------------------------------------------------------
