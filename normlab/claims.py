@@ -18,7 +18,8 @@ exact numbers instead (a derivative that is exactly 0, a ValueError): no noise t
 average out there.
 
 :class:`Verdicts` collects the verdicts of a notebook with their evidence;
-:func:`compare` and :class:`Reading` word one comparison; :func:`accuracy_table` prints
+:func:`compare` (:func:`compare_each` for a table) and :class:`Reading` word one
+comparison, :func:`tally` lists their verdicts; :func:`accuracy_table` prints
 per-seed accuracies with their spread; :func:`time_alternating` times functions for the
 claim "RMSNorm is faster" (wall-clock, machine-dependent: never saved with the results).
 
@@ -48,8 +49,10 @@ __all__ = [
     "Verdicts",
     "accuracy_table",
     "compare",
+    "compare_each",
     "judge",
     "reading_of",
+    "tally",
     "time_alternating",
 ]
 
@@ -79,7 +82,7 @@ class Reading:
         return (
             f"{self.what}: {self.scale * self.comparison.mean_difference:+.2f} {self.unit} "
             f"[{low:+.2f}, {high:+.2f}] → {self.verdict} "
-            f"(margin ±{self.scale * self.comparison.margin:g})"
+            f"(margin ±{self.scale * self.comparison.margin:.2g})"
         )
 
 
@@ -92,6 +95,24 @@ def compare(
     in the units of ``a`` (fractions for accuracies).
     """
     return Reading(what, stats.paired_comparison(a, b, margin=margin), scale, unit)
+
+
+def compare_each(what: str, labels: Sequence, a_rows, b_rows, **options) -> list[Reading]:
+    """One :func:`compare` per label: ``what.format(label)`` for row i of ``a_rows``, ``b_rows``.
+
+    For tables an experiment stores as lists over a swept value (batch sizes, lengths) of
+    lists over seeds: ``compare_each("LN − BN at B = {}", sizes, accuracy["layer"],
+    accuracy["batch"])``. ``options`` go to :func:`compare` (``margin``, ``scale``, ``unit``).
+    """
+    return [
+        compare(what.format(label), a, b, **options)
+        for label, a, b in zip(labels, a_rows, b_rows, strict=True)
+    ]
+
+
+def tally(readings: Sequence[Reading]) -> str:
+    """The verdicts of ``readings`` in order, for an evidence line: ``"better, inconclusive"``."""
+    return ", ".join(reading.verdict for reading in readings)
 
 
 def reading_of(what: str, stored: Mapping, *, scale: float = 100.0, unit="points") -> Reading:

@@ -58,7 +58,7 @@ def test_a_reading_prints_the_paired_comparison_in_the_units_asked_for():
     low, high = (100 * value for value in comparison.interval)
     assert str(reading) == (
         f"A − B: {100 * comparison.mean_difference:+.2f} points [{low:+.2f}, {high:+.2f}] → "
-        f"{comparison.verdict} (margin ±1)"
+        f"{comparison.verdict} (margin ±1)"  # two significant digits
     )
     again = claims.reading_of("A − B", comparison.to_dict())
     assert again.comparison == comparison
@@ -77,3 +77,10 @@ def test_time_alternating_gives_one_time_per_repeat_for_each_function():
     assert {name: values.shape for name, values in times.items()} == {"a": (3,), "b": (3,)}
     assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # one untimed call each, alternating
     assert all(np.all(values >= 0) for values in times.values())
+
+
+def test_compare_each_makes_one_reading_per_row_and_tally_lists_their_verdicts():
+    better, equal = [0.9, 0.92, 0.91], [0.5, 0.52, 0.51]
+    readings = claims.compare_each("A − B at B = {}", (2, 32), [better, better], [equal, better])
+    assert [reading.what for reading in readings] == ["A − B at B = 2", "A − B at B = 32"]
+    assert claims.tally(readings) == "better, as good as"

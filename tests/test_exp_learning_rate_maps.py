@@ -87,3 +87,12 @@ def test_every_method_gets_a_loss_curve_at_its_own_best_learning_rate(results):
 def test_summary_has_a_row_per_network_and_method(results):
     rows = learning_rate_maps.summary(results).splitlines()[1:]
     assert len(rows) == len(results["models"]) * len(results["norms"])
+
+
+def test_compared_names_each_comparison_and_leaves_out_the_missing_ones(results):
+    pairs = learning_rate_maps.compared(results, "test_accuracy_at_best_lr")
+    expected = [(m, n) for m in results["models"] for n in results["norms"] if n != "none"]
+    assert [tuple(label.split(",")[0:2]) for label, _ in pairs] == [
+        (model, f" {norm} vs none") for model, norm in expected
+    ]
+    assert all(comparison["resampled"] == "seeds and test examples" for _, comparison in pairs)

@@ -422,6 +422,27 @@ def _compare(a: dict, b: dict, key: str, margin: float) -> dict | None:
     return stats.paired_comparison(a[key], b[key], margin=margin).to_dict()
 
 
+def compared(results: dict, key: str) -> list[tuple[str, dict]]:
+    """``(label, comparison)`` for every network and method of ``results["comparisons"]``.
+
+    ``key`` is one of the comparisons of :func:`_comparisons`; the label names the network,
+    the method and the learning rates (``"shallow_mlp, batch vs none, lr 0.1 vs 0.03"``).
+    Comparisons that could not be made (None: a diverged run) are left out.
+    """
+    pairs = []
+    for model in results["models"]:
+        for norm, entry in results["comparisons"][model].items():
+            if entry[key] is None:
+                continue
+            if key.endswith("best_lr"):
+                best = results["best_lr"][model]
+                rates = f"lr {best[norm]:g} vs {best['none']:g}"
+            else:
+                rates = f"lr {results['high_lr'][model]:g}"
+            pairs.append((f"{model}, {norm} vs none, {rates}", entry[key]))
+    return pairs
+
+
 def _headline(results: dict) -> dict:
     headline: dict = {}
     for model in results["models"]:
