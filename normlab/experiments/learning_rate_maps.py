@@ -250,8 +250,9 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
     -------
     dict with
         ``config``; ``models``, ``norms``, ``learning_rates``, ``init_scales``;
-        ``map[model][norm]``: ``validation_accuracy`` (init scales × learning rates × map
-        seeds), ``trains`` (init scales × learning rates, booleans);
+        ``map[model][norm]``: ``validation_accuracy`` and ``validation_loss`` (init scales ×
+        learning rates × map seeds; the loss None where it is not finite), ``trains`` (init
+        scales × learning rates, booleans);
         ``threshold_percent[model]``: the validation accuracy a cell must reach;
         ``best_lr[model][norm]``, ``stable_range[model][norm]`` (``low``, ``high``,
         ``decades``, or None); ``high_lr[model]``: the top of BatchNorm's range;
@@ -285,6 +286,7 @@ def run(config: Config, options: SweepOptions | None = None) -> dict:
         for n, norm in enumerate(config.norms):
             maps[model][norm] = {
                 "validation_accuracy": accuracy[m, n].tolist(),
+                "validation_loss": np.where(np.isfinite(loss[m, n]), loss[m, n], None).tolist(),
                 "trains": trains[n].tolist(),
             }
             best = _best_index(median[n, default], np.median(loss[m, n, default], axis=-1))
