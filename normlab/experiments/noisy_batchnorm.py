@@ -21,9 +21,11 @@ on both MLPs in ``learning_rate_maps``; tested on the 450 test images. Three net
   ``t`` each unit ``j`` of each BatchNorm output gets a new random scale and shift,
   ``y ← s_tj · y + m_tj`` with ``m_tj ~ U(−noise_shift, noise_shift)`` and
   ``log s_tj ~ U(−log noise_scale, log noise_scale)``: a non-zero mean and a non-unit
-  variance that change at every step (Santurkar et al. drew them per step too, and
-  also added i.i.d. per-sample noise; here the shift alone, which is the covariate shift
-  itself). In eval mode the noise is off: the test-time network is a BatchNorm network.
+  variance that change at every step. Santurkar et al. perturbed every activation of
+  every sample with i.i.d. noise from such a distribution; here each unit gets one scale
+  and shift per step, the same for every sample of the batch: the shift of the
+  distribution without the extra per-sample noise. In eval mode the noise is off: the
+  test-time network is a BatchNorm network.
 
 Internal covariate shift is measured where each network normalizes (or would): the input
 of every ReLU, on a fixed probe batch of ``probe_size`` training images, after every step
