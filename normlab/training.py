@@ -37,9 +37,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from numbers import Real
 
 import numpy as np
 
@@ -63,6 +66,8 @@ __all__ = [
     "learning_rate",
     "predict",
     "recompute_batchnorm_statistics",
+    "running_statistics_kept",
+    "scale_initial_weights",
     "statistics_batch_size",
     "train_cnn",
     "train_language_model",
@@ -376,28 +381,25 @@ def train_mode_predictions(
     other than BatchNorm give the same predictions as in eval mode.
     """
     norms = batchnorm_layers(model)
-    saved = [
-        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
-        for layer in norms
-    ]
     ghost_sizes = [layer.ghost_batch_size for layer in norms]
-    for layer in norms:
-        layer.ghost_batch_size = None
     order = rng.permutation(len(x))
     starts = list(range(0, len(x), batch_size))
     if len(x) - starts[-1] == 1 and len(starts) > 1:
         starts.pop()  # the last sample joins the batch before it
     bounds = [*starts, len(x)]
     predictions = np.empty(len(x), dtype=np.int64)
-    model.train()
-    for start, stop in pairwise(bounds):
-        batch = order[start:stop]
-        predictions[batch] = np.argmax(model(x[batch]), axis=1)
+    with running_statistics_kept(model):
+        for layer in norms:
+            layer.ghost_batch_size = None
+        try:
+            model.train()
+            for start, stop in pairwise(bounds):
+                batch = order[start:stop]
+                predictions[batch] = np.argmax(model(x[batch]), axis=1)
+        finally:
+            for layer, ghost in zip(norms, ghost_sizes, strict=True):
+                layer.ghost_batch_size = ghost
     model.eval()
-    for layer, (mean, var, count), ghost in zip(norms, saved, ghost_sizes, strict=True):
-        layer.running_mean[...], layer.running_var[...] = mean, var
-        layer.num_batches_tracked = count
-        layer.ghost_batch_size = ghost
     return predictions
 
 
@@ -415,6 +417,43 @@ def statistics_batch_size(
     size = batch_size if sync_batchnorm else batch_size // devices
     ghosts = [layer.ghost_batch_size for layer in batchnorm_layers(model) if layer.ghost_batch_size]
     return min([size, *ghosts])
+
+
+@contextmanager
+def running_statistics_kept(model: nn.Sequential):
+    """A block in which ``model`` may run forwards in train mode without changing its BatchNorms.
+
+    Every BatchNorm's running mean, running variance and batch count are saved on entry
+    and put back on exit: for measurements in train mode (batch statistics) that must
+    leave the model as it was, during training or after it.
+    """
+    norms = batchnorm_layers(model)
+    saved = [
+        (layer.running_mean.copy(), layer.running_var.copy(), layer.num_batches_tracked)
+        for layer in norms
+    ]
+    try:
+        yield model
+    finally:
+        for layer, (mean, var, count) in zip(norms, saved, strict=True):
+            layer.running_mean[...], layer.running_var[...] = mean, var
+            layer.num_batches_tracked = count
+
+
+def scale_initial_weights(model, factor: float) -> None:
+    """Multiply the weight of every ``Linear`` and ``Conv2d`` of ``model`` by ``factor``, in place.
+
+    The initialization-scale axis of the learning-rate maps: ``factor = 1`` leaves
+    He/Glorot (or torch's) initialization as it is, ``factor = 0.01`` makes every weight a
+    hundred times smaller. Biases (which start at 0) and the normalization layers' γ and β
+    are left alone. ``factor`` must be a finite number > 0.
+    """
+    valid = isinstance(factor, Real) and not isinstance(factor, bool)
+    if not (valid and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"init_scale must be a finite number > 0, got {factor!r}")
+    for layer in model.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            layer.params["weight"][...] *= layer.params["weight"].dtype.type(factor)
 
 
 def _make_optimizer(name: str, model, lr: float, momentum: float, weight_decay: float = 0.0):
@@ -437,6 +476,7 @@ def train_mlp(
     depth: int = 2,
     norm_kwargs: dict | None = None,
     bn_momentum: float = 0.1,
+    init_scale: float = 1.0,
     return_model: bool = False,
     **fitting,
 ):
@@ -452,9 +492,11 @@ def train_mlp(
     hidden, depth : width and number of the hidden ``Linear → norm → ReLU`` blocks.
     norm_kwargs : dict, optional, more options of the norm (e.g. ``ghost_batch_size``).
     bn_momentum : BatchNorm's running-statistics momentum (PyTorch convention).
+    init_scale : every Linear weight is multiplied by this after initialization
+        (:func:`scale_initial_weights`); 1 keeps the He/Glorot initialization.
     return_model : also return the trained model (in eval mode).
     **fitting : the options of :func:`fit` (optimizer, base_lr, lr_rule, steps,
-        evaluation, devices, ...).
+        evaluation, devices, on_step, ...).
 
     Returns
     -------
@@ -472,6 +514,7 @@ def train_mlp(
         # momentum is BatchNorm's option: the other kinds ignore it
         norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
     )
+    scale_initial_weights(model, init_scale)  # × 1: the initialization unchanged, exactly
     numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, **fitting)
     return (numbers, model) if return_model else numbers
 
@@ -485,13 +528,15 @@ def train_cnn(
     widths: tuple[int, ...] = (16, 32),
     norm_kwargs: dict | None = None,
     bn_momentum: float = 0.1,
+    init_scale: float = 1.0,
     return_model: bool = False,
     **fitting,
 ):
     """Train a small digits CNN (:class:`normlab.nn.CNN` on (N, 8, 8, 1) images) and measure it.
 
     The same as :func:`train_mlp` with ``widths`` (channels of the ``Conv2d(3×3) → norm →
-    ReLU → MaxPool2d(2)`` blocks) in place of ``hidden`` and ``depth``. ``norm="layer"``
+    ReLU → MaxPool2d(2)`` blocks) in place of ``hidden`` and ``depth``; ``init_scale``
+    multiplies every Conv2d and Linear weight after initialization. ``norm="layer"``
     is LayerNorm over the channels at each position; GroupNorm's groups come from
     :func:`normlab.layers.default_num_groups` unless ``norm_kwargs`` has ``num_groups``.
     """
@@ -505,6 +550,7 @@ def train_cnn(
         rng=rng,
         norm_kwargs={"momentum": bn_momentum, **(norm_kwargs or {})},
     )
+    scale_initial_weights(model, init_scale)  # × 1: the initialization unchanged, exactly
     numbers = fit(model, split, rng, batch_size=batch_size, epochs=epochs, images=True, **fitting)
     return (numbers, model) if return_model else numbers
 
@@ -529,7 +575,7 @@ def fit(
     images: bool = False,
     frozen_batchnorm: bool = False,
     renorm_schedule: RenormSchedule | None = None,
-    on_step=None,
+    on_step: Callable[[int, nn.Sequential, float, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict:
     """Train ``model`` on ``split`` with SGD or Adam, then measure it: the one training loop.
 
@@ -561,10 +607,12 @@ def fit(
         :class:`~normlab.layers.BatchRenorm` before each step. Without one, a model with
         Batch Renorm at r_max = 1, d_max = 0 trains exactly as BatchNorm, and a
         ``UserWarning`` says so.
-    on_step : callable ``(step, model, loss)``, optional, called after each optimizer
-        step (``step`` counts from 1), e.g. to measure the model mid-training. It must
-        leave the model as it found it (measure a ``copy.deepcopy``) and draw nothing from
-        ``rng``, or the training changes.
+    on_step : callable ``on_step(step, model, loss, x, y)``, optional, called after each
+        optimizer step: the steps taken so far (1, 2, ...), the model, the step's training
+        loss (computed before the update) and the batch it was computed on. For
+        measurements during training (loss curves, probes of the loss surface, a copy
+        measured mid-training). Whatever it changes in the model it must restore, and it
+        must draw nothing from ``rng``, or the training changes.
 
     Returns
     -------
@@ -648,7 +696,7 @@ def fit(
                 epoch_losses.append(loss)
                 taken += 1
                 if on_step is not None:
-                    on_step(taken, model, loss)
+                    on_step(taken, model, loss, x_train[batch], split.y_train[batch])
                 if steps is not None and taken >= steps:
                     break
 
@@ -874,9 +922,9 @@ def train_language_model(
 
     Each of ``setup.steps`` updates: a batch of random training windows (of fixed length,
     or of variable length with a padding mask: ``setup.min_length``), forward, masked
-    cross-entropy, backward, ``on_step(step, model, loss)`` if given (the gradients are
-    in ``model.grads``, before the update: the place to measure them), the learning rate
-    of the warm-up schedule, one Adam step. The validation loss (nats per character, eval
+    cross-entropy, backward, ``on_step(step, model, loss, inputs, targets)`` if given (the
+    gradients are in ``model.grads``, before the update: the place to measure them), the
+    learning rate of the warm-up schedule, one Adam step. The validation loss (nats per character, eval
     mode) is measured at step 0, every ``setup.eval_every`` steps and at the last step.
 
     The initialization and the batches come from two streams of ``seed``, so models that
@@ -889,7 +937,8 @@ def train_language_model(
         corpus's (``data.load_char_corpus().vocab_size``).
     setup : :class:`LMTrainingSetup`.
     seed : int.
-    on_step : callable ``(step, model, loss)``, optional.
+    on_step : callable ``(step, model, loss, inputs, targets)``, optional: the same
+        signature as :func:`fit`'s, called after the backward and before the update.
     return_model : also return the trained model.
     held_out : ``"validation"`` (default): train on the training split, measure on the
         validation split; ``"tuning"``: train on the training split without its tuning
@@ -949,7 +998,7 @@ def train_language_model(
             break
         model.backward(dlogits)
         if on_step is not None:
-            on_step(step, model, loss)
+            on_step(step, model, loss, inputs, targets)
         optimizer.lr = schedule.lr_at(step)
         optimizer.step()
         steps_done = step

@@ -71,10 +71,10 @@ def test_another_experiment_plotting_and_the_command_line_are_not_dependencies(p
     append(package / "experiments" / "batch_stat_noise.py", "\nSOMETHING_NEW = 1\n")
     append(package / "plotting.py", "\nDPI = 300\n")
     append(package / "cli.py", "\nEXIT_OK = 0\n")
-    edit(
+    edit(  # registering another experiment
         package / "experiments" / "__init__.py",
-        '"variance_numerics",\n)',
-        '"variance_numerics",\n)\n',
+        '    "variance_numerics",\n',
+        '    "variance_numerics",\n    "another_experiment",\n',
     )
     assert hashes(package) == before
 

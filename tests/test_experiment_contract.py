@@ -88,6 +88,10 @@ RELATIONAL_RULES = [
     ("lm_norms", {"d_model": 30, "num_heads": 4}, "num_heads must divide"),
     ("lm_batch_composition", {"min_length": 64, "context_length": 32}, "min_length"),
     ("rms_vs_layernorm", {"scale_factor": 1.0}, "scale_factor"),
+    ("learning_rate_maps", {"init_scales": (0.01, 0.1)}, "init_scales must contain 1"),
+    ("learning_rate_maps", {"batch_size": 2000}, "batch_size"),
+    ("loss_landscape", {"steps": 10, "probe_every": 20}, "probe_every"),
+    ("effective_learning_rate", {"steps": 40, "record_every": 20}, "record_every"),
 ]
 
 

@@ -111,7 +111,7 @@ def test_training_loop_is_deterministic_reports_its_curve_and_calls_back():
     )
     seen = []
 
-    def on_step(step, model, loss):
+    def on_step(step, model, loss, inputs, targets):
         seen.append((step, float(np.abs(model.grads["head.weight"]).sum()), loss))
 
     results = training.train_language_model(tiny_config(), setup, seed=3, on_step=on_step)
@@ -138,7 +138,7 @@ def test_models_that_differ_only_in_their_norm_see_the_same_batches():
             tiny_config(norm=norm),
             setup,
             seed=0,
-            on_step=lambda step, model, loss, norm=norm: batches[norm].append(
+            on_step=lambda step, model, loss, inputs, targets, norm=norm: batches[norm].append(
                 model.token_embedding.grads["weight"].any(axis=1)  # which ids were in the batch
             ),
         )
@@ -174,7 +174,7 @@ def test_a_tiny_transformer_beats_the_unigram_baseline_on_validation_text():
 
 
 def test_a_diverged_run_stops_and_its_results_are_strict_json():
-    def poison(step, model, loss):
+    def poison(step, model, loss, inputs, targets):
         if step == 2:
             model.params["head.bias"][...] = np.nan  # the next forward's loss is NaN
 

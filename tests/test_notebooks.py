@@ -165,7 +165,18 @@ def test_solutions_take_the_lessons_own_setup(solution):
 
 def test_every_lesson_has_solutions():
     lessons_answered = {lesson_of(solution).stem[:2] for solution in SOLUTIONS}
-    assert {"01", "02", "03", "04", "05", "07", "09"} <= lessons_answered
+    assert {"01", "02", "03", "04", "05", "06", "07", "08", "09"} <= lessons_answered
+
+
+#: Lessons whose code cells each show one idea: long formatting lives in library functions.
+SHORT_CELL_LESSONS = ("06_common_claims_tested", "08_training_dynamics")
+
+
+@pytest.mark.parametrize("name", SHORT_CELL_LESSONS)
+def test_every_code_cell_of_the_claims_lessons_fits_in_20_lines(name):
+    notebook = nbformat.read(handouts.lesson_path(name), as_version=4)
+    lengths = [len(cell.source.splitlines()) for cell in notebook.cells if cell.cell_type == "code"]
+    assert max(lengths) <= 20, lengths
 
 
 # ---------------------------------------------------------------------------

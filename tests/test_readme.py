@@ -115,10 +115,17 @@ def batch_norm_lowest_at_every_size(values: dict) -> bool:
     )
 
 
+def minus_sign(text: str) -> str:
+    """``text`` with the minus sign the README prints (−) for each hyphen-minus."""
+    return text.replace("-", "−")
+
+
 def zero_means(text: str):
     """Render ``text`` if the value is exactly 0, else something the README does not contain."""
     return lambda value: text if value == 0 else f"<{value} is not 0>"
 
+
+LANDSCAPE_MEASURES = ("loss_variation", "gradient_change", "beta_smoothness")
 
 #: (experiment, getter of the headline value, how the README writes it)
 QUOTED = [
@@ -688,6 +695,165 @@ QUOTED = [
         "factor of {:.0f} at".format,
     ),
     ("variance_numerics", at("two_pass_float32_worst_median_error"), "within {:.1e}".format),
+    (
+        "learning_rate_maps",
+        at("shallow_mlp/per_norm/batch/stable_lr_high"),
+        "reaches up to\n{:g} for BatchNorm".format,
+    ),
+    (
+        "learning_rate_maps",
+        at("shallow_mlp/per_norm/none/stable_lr_high"),
+        "against {:g} without".format,
+    ),
+    (
+        "learning_rate_maps",
+        lambda values: (
+            values["shallow_mlp"]["per_norm"]["batch"]["stable_decades"],
+            values["shallow_mlp"]["per_norm"]["none"]["stable_decades"],
+        ),
+        lambda pair: "({:.2f} against {:.2f} decades)".format(*pair),
+    ),
+    (
+        "learning_rate_maps",
+        at("deep_mlp/per_norm/batch/stable_lr_high"),
+        "up to {:g} against".format,
+    ),
+    (
+        "learning_rate_maps",
+        at("deep_mlp/per_norm/none/stable_lr_high"),
+        "against {:g} in the deep".format,
+    ),
+    (
+        "learning_rate_maps",
+        at("shallow_mlp/per_norm/none/test_accuracy_percent_at_high_lr"),
+        "fall to {:.1f} % and".format,
+    ),
+    (
+        "learning_rate_maps",
+        at("deep_mlp/per_norm/none/test_accuracy_percent_at_high_lr"),
+        "and {:.1f} % test accuracy".format,
+    ),
+    (
+        "learning_rate_maps",
+        lambda values: (
+            values["cnn"]["per_norm"]["batch"]["stable_lr_high"],
+            values["cnn"]["per_norm"]["none"]["stable_lr_high"],
+        ),
+        lambda pair: f"both stop at {pair[0]:g}" if pair[0] == pair[1] else "<CNN tops differ>",
+    ),
+    (
+        "learning_rate_maps",
+        lambda values: [
+            values[model]["per_norm"][norm]["smallest_init_scale_that_trains"]
+            for model, norm in (("shallow_mlp", "batch"), ("cnn", "batch"), ("deep_mlp", "batch"))
+        ],
+        lambda scales: (
+            "scaled by {:g} in the shallow MLP and\nthe CNN (by {:g} in the deep MLP)".format(
+                *scales[1:]
+            )
+            if scales[0] == scales[1]
+            else "<shallow and CNN differ>"
+        ),
+    ),
+    (
+        "learning_rate_maps",
+        lambda values: {
+            values[model]["per_norm"]["none"]["smallest_init_scale_that_trains"] for model in values
+        },
+        lambda scales: "only at scale 1, He's own" if scales == {1.0} else f"<none: {scales}>",
+    ),
+    (
+        "learning_rate_maps",
+        at("shallow_mlp/per_norm/batch/test_accuracy_percent_at_best_lr"),
+        "BatchNorm {:.1f} %,".format,
+    ),
+    (
+        "learning_rate_maps",
+        at("shallow_mlp/per_norm/none/test_accuracy_percent_at_best_lr"),
+        "none {:.1f} %)".format,
+    ),
+    ("noisy_batchnorm", at("depth_2/noisy_over_none_shift"), "inputs {:.0f}× (2 hidden".format),
+    ("noisy_batchnorm", at("depth_8/noisy_over_none_shift"), "and {:.0f}× (8 blocks)".format),
+    (
+        "noisy_batchnorm",
+        lambda v: -v["depth_2"]["noisy_vs_batch_points"],
+        "is {:.1f} points below".format,
+    ),
+    (
+        "noisy_batchnorm",
+        at("depth_2/noisy_vs_batch_interval_points"),
+        lambda interval: minus_sign("(interval {:.1f} to {:+.1f};".format(*interval)),
+    ),
+    (
+        "noisy_batchnorm",
+        lambda v: -v["depth_8"]["noisy_vs_batch_points"],
+        "but {:.1f} points".format,
+    ),
+    (
+        "noisy_batchnorm",
+        at("depth_8/noisy_vs_batch_interval_points"),
+        lambda interval: minus_sign("({:.1f} to {:.1f})".format(*interval)),
+    ),
+    (
+        "noisy_batchnorm",
+        at("depth_8/mean_test_accuracy_percent"),
+        lambda accuracy: "({noisy_batch:.1f} % against {none:.1f} %)".format(**accuracy),
+    ),
+    ("loss_landscape", at("depth_8/none_over_batch_loss_variation"), "varies {:.2f}×".format),
+    ("loss_landscape", at("depth_8/none_over_batch_gradient_change"), "changes {:.2f}×".format),
+    ("loss_landscape", at("depth_8/none_over_batch_beta_smoothness"), "is {:.2f}× as".format),
+    (
+        "loss_landscape",
+        lambda v: max(v["depth_8"][f"none_over_batch_{key}"] for key in LANDSCAPE_MEASURES),
+        lambda ratio: "by less than a factor of two" if 1 < ratio < 2 else f"<{ratio}>",
+    ),
+    (
+        "loss_landscape",
+        lambda v: [
+            v["depth_2"][f"none_over_batch_{key}"]
+            for key in ("loss_variation", "gradient_change", "beta_smoothness")
+        ],
+        lambda ratios: "({:.2f}×,\n{:.2f}×, {:.2f}×)".format(*ratios),
+    ),
+    (
+        "loss_landscape",
+        lambda v: [v["depth_2"]["per_norm"][n]["median_gradient_norm"] for n in ("batch", "none")],
+        lambda norms: "({:.2f} against {:.2f})".format(*norms),
+    ),
+    (
+        "effective_learning_rate",
+        lambda v: max(
+            v["check"][norm]["negligible_eps"][key]
+            for norm in ("batch", "layer", "rms")
+            for key in ("max_abs_cosine", "max_gradient_ratio_error")
+        ),
+        "at most {:.1e} once".format,
+    ),
+    (
+        "effective_learning_rate",
+        at("check/batch/default_eps/max_gradient_ratio_error"),
+        "the second {:.1e} at".format,
+    ),
+    (
+        "effective_learning_rate",
+        at("check/none/negligible_eps/max_gradient_ratio_error"),
+        "against {:.1f} without".format,
+    ),
+    ("effective_learning_rate", at("pythagoras_ratio_without_decay"), "(ratio {:.6f})".format),
+    (
+        "effective_learning_rate",
+        lambda v: [v["dynamics"][label]["measured_over_theory"] for label in ("0.003", "0.01")],
+        lambda ratios: "settles at {:.2f} and {:.2f} of".format(*ratios),
+    ),
+    (
+        "effective_learning_rate",
+        at("dynamics/0.001"),
+        lambda entry: (
+            "has not settled after 3000 steps ({:.2f} of it)".format(entry["measured_over_theory"])
+            if not entry["equilibrated"]
+            else "<0.001 settled>"
+        ),
+    ),
 ]
 
 

@@ -39,7 +39,7 @@ def mlp(norm: str = "batch", seed: int = 0):
 def test_on_step_sees_every_step_and_a_measured_copy_changes_nothing():
     seen = []
 
-    def measure(step, model, loss):
+    def measure(step, model, loss, x, y):
         seen.append((step, np.isfinite(loss)))
         training.predict(copy.deepcopy(model), small_split().x_test)  # measure a copy
 
@@ -84,7 +84,7 @@ def test_the_renorm_schedule_sets_the_limits_before_every_step():
     model, rng = mlp("batch_renorm")
     layers = [layer for layer in model.modules() if isinstance(layer, nl.BatchRenorm)]
 
-    def record(step, model, loss):
+    def record(step, model, loss, x, y):
         seen.append((layers[0].r_max, layers[-1].d_max))
 
     training.fit(

@@ -83,6 +83,10 @@ REGISTRY: tuple[str, ...] = (
     "lm_batch_composition",
     "rms_vs_layernorm",
     "variance_numerics",
+    "learning_rate_maps",
+    "noisy_batchnorm",
+    "loss_landscape",
+    "effective_learning_rate",
 )
 
 

@@ -160,7 +160,7 @@ class _ClipCounter:
         self.first = first_counted_step
         self.clipped_r = self.clipped_d = self.total = 0
 
-    def __call__(self, step, model, loss) -> None:
+    def __call__(self, step, model, loss, x, y) -> None:
         if step < self.first:
             return
         for layer in model.modules():

@@ -192,7 +192,7 @@ class BatchStatisticsRecorder:
         self.records = None
         self._context = None
 
-    def on_step(self, step: int, model, loss: float) -> None:
+    def on_step(self, step: int, model, loss: float, inputs=None, targets=None) -> None:
         if self._context is None:
             self._context = record_batch_statistics(model)
             self.records = self._context.__enter__()

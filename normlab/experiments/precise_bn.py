@@ -178,7 +178,7 @@ def measure_one(run: dict) -> dict:
     checkpoints = set(run["checkpoints"])
     measured: dict[int, dict] = {}
 
-    def at_checkpoint(step, model, loss) -> None:
+    def at_checkpoint(step, model, loss, x, y) -> None:
         if step in checkpoints:
             measured[step] = measure_checkpoint(copy.deepcopy(model), run, step)
 
