@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# worker processes per sweep for `make figures` (the results do not depend on it)
+JOBS ?= 2
 
 .PHONY: figures figures-quick slides handouts handouts-quick test lint format lab bench clean
 
@@ -22,10 +24,10 @@ $(TEST_STAMP): requirements-test.txt $(STAMP)
 	touch $@
 
 figures: $(STAMP)  ## regenerate every lecture figure into figures/
-	MPLBACKEND=Agg $(BIN)/python -m normlab figures --out figures
+	MPLBACKEND=Agg $(BIN)/python -m normlab figures --jobs $(JOBS) --out figures
 
 figures-quick: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m normlab figures --quick --out figures-quick
+	MPLBACKEND=Agg $(BIN)/python -m normlab figures --quick --jobs $(JOBS) --out figures-quick
 
 slides: $(STAMP)  ## the lecture slides (16:9, one message each) and slides/deck.pdf, from figures/*.json
 	MPLBACKEND=Agg $(BIN)/python -m normlab slides --out slides
