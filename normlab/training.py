@@ -924,8 +924,9 @@ def train_language_model(
     or of variable length with a padding mask: ``setup.min_length``), forward, masked
     cross-entropy, backward, ``on_step(step, model, loss, inputs, targets)`` if given (the
     gradients are in ``model.grads``, before the update: the place to measure them), the
-    learning rate of the warm-up schedule, one Adam step. The validation loss (nats per character, eval
-    mode) is measured at step 0, every ``setup.eval_every`` steps and at the last step.
+    learning rate of the warm-up schedule, one Adam step. The validation loss (nats per
+    character, eval mode) is measured at step 0, every ``setup.eval_every`` steps and at the
+    last step.
 
     The initialization and the batches come from two streams of ``seed``, so models that
     differ only in their norm see the same batches in the same order. Same arguments,

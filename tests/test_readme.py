@@ -866,6 +866,12 @@ def test_every_figure_is_committed_and_shown_in_the_readme(name):
     assert f"(figures/{name}.png)" in README.read_text(encoding="utf-8")
 
 
+def test_the_readme_shows_the_figures_in_the_order_of_the_lessons():
+    # experiments.REGISTRY is the lessons' order, which the slide deck follows too
+    sections = re.findall(r"^### `([a-z_]+)` — ", README.read_text(encoding="utf-8"), re.M)
+    assert [name for name in sections if name in experiments.names()] == list(experiments.names())
+
+
 @pytest.mark.parametrize(
     ("name", "value_of", "rendered"),
     QUOTED,

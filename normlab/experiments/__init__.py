@@ -58,31 +58,39 @@ __all__ = [
     "sweep",
 ]
 
-#: The experiments, by module name, in the order their figures are listed.
+#: The experiments, by module name, in the order of the lessons (the notebooks) that show them:
+#: the order of the figures in the README, of ``list``, and of the slide deck.
 #: Add a name here when its module ``normlab/experiments/<name>.py`` exists.
 REGISTRY: tuple[str, ...] = (
+    # lesson 1, what each method normalizes
     "norm_axes",
+    "variance_numerics",
+    # lesson 2, batch size
     "batch_stat_noise",
     "batch_coupling",
     "accuracy_vs_batch_size",
     "statistics_batch",
     "group_norm_curve",
+    # lesson 3, sequence length
+    "padding_stats",
+    "causal_leak",
+    "length_generalization",
+    "length_drift",
+    # lesson 4, training versus inference
     "train_eval_gap",
     "running_stats",
     "precise_bn",
     "test_time_shift",
     "frozen_batchnorm",
     "batch_renorm",
-    "padding_stats",
-    "causal_leak",
-    "length_generalization",
-    "length_drift",
+    # lesson 5, RMSNorm against LayerNorm
+    "rms_vs_layernorm",
+    # lesson 7, transformers
     "placement_gradients",
     "placement_warmup",
     "lm_norms",
     "lm_batch_composition",
-    "rms_vs_layernorm",
-    "variance_numerics",
+    # lesson 8, training dynamics
     "learning_rate_maps",
     "noisy_batchnorm",
     "loss_landscape",
