@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from normlab import handouts
+from normlab.experiments.framework import CACHE_ENVIRONMENT_VARIABLE
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -33,16 +34,27 @@ def notebook_id(path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def executed():
-    """``executed(path)``: the notebook run once in quick mode (its exception, if it failed)."""
+def executed(tmp_path_factory):
+    """``executed(path)``: the notebook run once in quick mode (its exception, if it failed).
+
+    The kernels share one run cache (``NORMLAB_CACHE``, a folder of the test session that
+    every xdist worker sees): a run that a lesson computed is read back by its solutions,
+    not recomputed, as a student's rerun with ``NORMLAB_CACHE`` set would be.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker has its own basetemp below one
+        root = root.parent
+    cache = root / "notebook-runs"
     runs: dict[Path, object] = {}
 
     def run(path: Path):
         if path not in runs:
             try:
-                runs[path] = handouts.execute(
-                    path, quick=True, timeout=handouts.QUICK_CELL_TIMEOUT_SECONDS
-                )
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setenv(CACHE_ENVIRONMENT_VARIABLE, str(cache))
+                    runs[path] = handouts.execute(
+                        path, quick=True, timeout=handouts.QUICK_CELL_TIMEOUT_SECONDS
+                    )
             except Exception as error:  # kept, so that a failing notebook is not run twice
                 runs[path] = error
         if isinstance(runs[path], Exception):

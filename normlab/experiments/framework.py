@@ -93,6 +93,7 @@ from normlab._atomic import write_atomic
 from normlab.experiments.dependencies import code_hash
 
 __all__ = [
+    "CACHE_ENVIRONMENT_VARIABLE",
     "OVERRIDABLE_FIELDS",
     "RESULT_SIGNIFICANT_DIGITS",
     "Experiment",
@@ -572,6 +573,10 @@ def _pick(result, key):
 # ---------------------------------------------------------------------------
 
 
+#: The environment variable naming a run cache for sweeps given no options (notebooks).
+CACHE_ENVIRONMENT_VARIABLE = "NORMLAB_CACHE"
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     """How :func:`sweep` runs: caching, progress bar, processes.
@@ -581,7 +586,9 @@ class SweepOptions:
     cache_dir : Path or None, default None
         Root of the per-run cache; a sweep named ``name`` keeps its runs in
         ``cache_dir / name``. None computes everything and stores nothing.
-        The command line uses ``<out>/.cache``.
+        The command line uses ``<out>/.cache``; a sweep given no options at all (as in
+        the notebooks) uses the folder named by the environment variable
+        ``NORMLAB_CACHE`` if it is set (:data:`CACHE_ENVIRONMENT_VARIABLE`).
     progress : bool, default True
         Show a progress bar: a widget in Jupyter, a tqdm bar on a terminal, nothing
         otherwise (see :func:`progress_display`).
@@ -602,6 +609,16 @@ class SweepOptions:
             raise ValueError(f"jobs must be an integer ≥ 1, got {self.jobs!r}")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+    @classmethod
+    def from_environment(cls) -> SweepOptions:
+        """The options of a sweep given none: cached in ``$NORMLAB_CACHE`` if that is set.
+
+        A notebook rerun, or a lesson's solutions after the lesson, then computes only the
+        runs it has not computed before; the cache keys make a stale run impossible.
+        """
+        folder = os.environ.get(CACHE_ENVIRONMENT_VARIABLE, "")
+        return cls(cache_dir=Path(folder) if folder else None)
 
 
 def sweep(
@@ -638,7 +655,7 @@ def sweep(
     ``jobs > 1``, Ctrl-C stops the workers at once (their unfinished runs are dropped),
     and further Ctrl-C during that cleanup is ignored, before KeyboardInterrupt is raised.
     """
-    options = options or SweepOptions()
+    options = options or SweepOptions.from_environment()
     if isinstance(run_one, functools.partial):
         raise TypeError(
             f"{name}: sweep takes a module-level function, not functools.partial: put the bound "
