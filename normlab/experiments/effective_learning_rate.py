@@ -582,7 +582,8 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
         if theory > 0:
             ax.axhline(theory, color=color, linestyle="--", linewidth=2.5)
     ax.set_yscale("log")
-    plotting.plain_log_labels(ax.yaxis, minor=False)
+    low, high = ax.get_ylim()
+    plotting.plain_log_labels(ax.yaxis, minor=high / low < 100)  # 2, 3, 5 within 2 decades
     ax.set_xlabel("training step")
     ax.set_ylabel("angle the weight turns\nper step (radians)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight decay")

@@ -632,7 +632,8 @@ def higher_rate_networks(results: dict) -> list[str]:
     return higher
 
 
-def _range_title(results: dict) -> str:
+def slide_title(results: dict) -> str:
+    """Where BatchNorm's stable learning rates reach higher than no normalization's."""
     models = results["models"]
     if not {"batch", "none"} <= set(results["norms"]):
         return "The learning rates at which each normalization trains"
@@ -658,7 +659,7 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
     models, norms = results["models"], results["norms"]
     rates = np.asarray(results["learning_rates"])
     figure, axes = plotting.slide_figure(
-        _range_title(results),
+        slide_title(results),
         f"digits, SGD, {config['steps']} steps, default initialization; bar: the rates that train",
         ncols=len(models),
         sharey=True,
@@ -687,7 +688,7 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
         ax.set_xscale("log")
         ax.set_xlim(rates[0] / half_step, rates[-1] * half_step)
         decades = [rate for rate in rates if np.isclose(np.log10(rate), np.round(np.log10(rate)))]
-        ax.set_xticks(decades or [rates[0], rates[-1]])
+        ax.set_xticks(decades if len(decades) >= 2 else rates[:: max(1, len(rates) // 3)])
         ax.xaxis.set_minor_locator(NullLocator())
         plotting.plain_log_labels(ax.xaxis, minor=False)
         ax.grid(axis="y", visible=False)

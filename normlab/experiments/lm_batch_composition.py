@@ -487,7 +487,7 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
         ],
     )
     ax.set_xlim(-0.6, len(positions) - 0.4)
-    ax.set_ylim(0, None)
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # room for the legend above the points
     ax.yaxis.set_major_locator(MaxNLocator(4))
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("distance of the batch mean from\nthe running mean (in std)")

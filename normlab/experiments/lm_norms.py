@@ -718,32 +718,36 @@ def _training_slide(results: dict) -> Figure:
     ax.set_ylim(None, baseline + 0.4)
     ax.set_xlabel("training step")
     ax.set_ylabel("validation loss\n(nats per character)")
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.62))  # below the baseline's words
+    ax.legend(loc="best")
     return figure
+
+
+def fluctuation_title(results: dict) -> str:
+    """Text against images, in words: does Shen et al.'s gap appear in this run?"""
+    scheme = results["positions"][0]
+    ratio = results["headline"][scheme]["fluctuation_mean_text_over_images"]
+    times = f"{ratio:.2f}×" if ratio < 1 else f"{ratio:.1f}×"
+    if ratio > FLUCTUATION_GAP:
+        return (
+            f"BatchNorm's batch means stray {times} as far from their running averages on "
+            "text as on images, as Shen et al. found"
+        )
+    if ratio > 1:
+        return (
+            f"On text BatchNorm's batch means stray only {times} as far from their running "
+            "averages as on images: not the large gap Shen et al. found"
+        )
+    return (
+        f"At this scale BatchNorm's batch means stray no further on text than on images "
+        f"({times}): Shen et al.'s gap does not appear"
+    )
 
 
 def _fluctuation_slide(results: dict) -> Figure:
     config = results["config"]
     scheme = results["positions"][0]
-    ratio = results["headline"][scheme]["fluctuation_mean_text_over_images"]
-    times = f"{ratio:.2f}×" if ratio < 1 else f"{ratio:.1f}×"
-    if ratio > FLUCTUATION_GAP:
-        title = (
-            f"BatchNorm's batch means stray {times} as far from their running averages on "
-            "text as on images, as Shen et al. found"
-        )
-    elif ratio > 1:
-        title = (
-            f"On text BatchNorm's batch means stray only {times} as far from their running "
-            "averages as on images: not the large gap Shen et al. found"
-        )
-    else:
-        title = (
-            f"At this scale BatchNorm's batch means stray no further on text than on images "
-            f"({times}): Shen et al.'s gap does not appear"
-        )
     figure, ax = plotting.slide_figure(
-        title,
+        fluctuation_title(results),
         "text: a small transformer; images: a digits CNN; "
         + plotting.spread_caption(len(config["seeds"])),
     )

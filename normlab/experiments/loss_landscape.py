@@ -399,9 +399,10 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
                 **plotting.method_style(norm),
             )
         ax.set_yscale("log")
-        plotting.plain_log_labels(ax.yaxis, minor=False)
         ax.set_xlabel("training step")
         ax.set_title(f"{depth} hidden {'block' if depth == 1 else 'blocks'}")
     axes[0].set_ylabel("how much the loss changes\nalong the gradient")
+    low, high = axes[0].get_ylim()
+    plotting.plain_log_labels(axes[0].yaxis, minor=high / low < 100)  # 2, 3, 5 within 2 decades
     axes[0].legend(loc="lower left")
     return [("smoothness", figure)]

@@ -372,7 +372,8 @@ def summary(results: dict) -> str:
 SHRINKING_SLOPE = -0.25
 
 
-def _slide_title(results: dict) -> str:
+def slide_title(results: dict) -> str:
+    """Does the Pre-LN gradient near the output shrink with depth here, and Post-LN's size."""
     headline = results["headline"]
     largest = headline["largest_depth"]
     if (
@@ -399,7 +400,7 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
     depths = np.asarray(results["depths"])
     quantity = QUANTITIES[0]
     figure, ax = plotting.slide_figure(
-        _slide_title(results),
+        slide_title(results),
         "character-level transformer at initialization; "
         + plotting.spread_caption(len(config["seeds"])),
     )
