@@ -404,5 +404,5 @@ def slides(results: dict) -> list[tuple[str, Figure]]:
     axes[0].set_ylabel("how much the loss changes\nalong the gradient")
     low, high = axes[0].get_ylim()
     plotting.plain_log_labels(axes[0].yaxis, minor=high / low < 100)  # 2, 3, 5 within 2 decades
-    axes[0].legend(loc="lower left")
+    axes[-1].legend(loc="lower left")
     return [("smoothness", figure)]
