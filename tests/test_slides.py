@@ -10,6 +10,7 @@ reason when it is missing, a failure in CI (``.ci/run`` installs it).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -27,7 +28,20 @@ from PIL import Image
 
 from normlab import experiments, plotting
 from normlab.cli import DECK_NAME, main
-from normlab.experiments import batch_coupling, rms_vs_layernorm, running_stats, variance_numerics
+from normlab.experiments import (
+    batch_coupling,
+    effective_learning_rate,
+    learning_rate_maps,
+    length_drift,
+    lm_batch_composition,
+    lm_norms,
+    loss_landscape,
+    placement_gradients,
+    placement_warmup,
+    rms_vs_layernorm,
+    running_stats,
+    variance_numerics,
+)
 from normlab.experiments.framework import Experiment, load_results, save_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +53,12 @@ WIDTH, HEIGHT = plotting.SLIDE_SIZE_PIXELS
 def results_folder(quick_runs, tmp_path_factory) -> Path:
     """Each experiment's quick results saved as ``<name>.json``, as ``figures`` saves them."""
     folder = tmp_path_factory.mktemp("results")
-    for name in WITH_SLIDES:
+    # Under pytest-xdist every worker needs every run: the second worker starts from the other
+    # end, so the two run different experiments at once and then read each other's from the
+    # shared cache.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    in_order = WITH_SLIDES if int(worker.removeprefix("gw") or 0) % 2 == 0 else WITH_SLIDES[::-1]
+    for name in in_order:
         save_results(folder / f"{name}.json", quick_runs.results(name))
     return folder
 
@@ -183,6 +202,158 @@ def test_batch_coupling_titles_hold_for_the_run(quick_runs, drawn):
     assert "do not" in titles[0] and "stays coupled" in titles[1] and "only on" in titles[2]
 
 
+def test_titles_of_the_quick_runs_state_what_they_show(drawn):
+    titles = {
+        f"{name}-{slide}": figure.get_suptitle().replace("\n", " ")
+        for name, slide, figure in every_slide(drawn)
+    }
+    # every pair of tokens apart in LayerNorm, RMSNorm and inference BatchNorm, not in the rest
+    assert titles["causal_leak-which"].endswith(
+        "LayerNorm, RMSNorm and BatchNorm at inference do not"
+    )
+    assert "with the mask only rounding is left" in titles["padding_stats-variance"]
+    assert titles["padding_stats-token_norms"].endswith("bit for bit")
+
+
+def flipped(results: dict, edit) -> dict:
+    """A copy of ``results`` with ``edit`` applied to it (the run itself stays as it was)."""
+    results = copy.deepcopy(results)
+    edit(results)
+    return results
+
+
+def set_pre_ln_slope(slope):
+    def edit(results):
+        results["headline"]["pre_ln"]["last_layer_slope_vs_depth"] = slope
+
+    return edit
+
+
+def set_text_over_images(ratio):
+    def edit(results):
+        results["headline"][results["positions"][0]]["fluctuation_mean_text_over_images"] = ratio
+
+    return edit
+
+
+def set_warmup_failures(failing):
+    """Every run of the (placement, schedule) keys in ``failing`` fails, every other trains."""
+
+    def edit(results):
+        for entries in results["headline"].values():
+            if isinstance(entries, dict):
+                for key, entry in entries.items():
+                    entry["failed_runs"] = entry["runs"] if key in failing else 0
+
+    return edit
+
+
+def set_drift_verdicts(verdict, drop):
+    def edit(results):
+        entry = results["headline"]["drifting"]
+        for method in results["methods"]:
+            entry[method]["drop_points"] = drop
+        for pair in entry["verdict"]:
+            entry["verdict"][pair] = verdict
+
+    return edit
+
+
+def set_smoothness(ratio):
+    def edit(results):
+        for depth in results["depths"]:
+            results["headline"][f"depth_{depth}"]["none_over_batch_loss_variation"] = ratio
+
+    return edit
+
+
+def set_batchnorm_top(factor):
+    """BatchNorm's stable range reaches ``factor`` × as high as no normalization's."""
+
+    def edit(results):
+        for ranges in results["stable_range"].values():
+            ranges["none"] = {"low": 0.01, "high": 0.1, "decades": 1.0}
+            ranges["batch"] = {"low": 0.01, "high": 0.1 * factor, "decades": 1.0}
+
+    return edit
+
+
+def set_bucketed_fluctuation(ratio):
+    def edit(results):
+        results["headline"]["masked_bucketed_over_random_fluctuation"] = ratio
+
+    return edit
+
+
+def set_angle_agreement(ratio):
+    def edit(results):
+        for entry in results["headline"]["dynamics"].values():
+            if entry["measured_over_theory"] is not None:
+                entry["measured_over_theory"] = ratio
+                entry["equilibrated"] = True
+
+    return edit
+
+
+#: (experiment, title function, edit of its results, words the title must then contain): a
+#: title says what the numbers show, so when they show the opposite, so does the title.
+FLIPS = [
+    ("placement_gradients", placement_gradients.slide_title, set_pre_ln_slope(-0.5), "shrinks"),
+    ("placement_gradients", placement_gradients.slide_title, set_pre_ln_slope(0.0), "not shrink"),
+    ("lm_norms", lm_norms.fluctuation_title, set_text_over_images(3.0), "as Shen et al. found"),
+    ("lm_norms", lm_norms.fluctuation_title, set_text_over_images(1.5), "not the large gap"),
+    ("lm_norms", lm_norms.fluctuation_title, set_text_over_images(0.8), "does not appear"),
+    (
+        "placement_warmup",
+        placement_warmup.slide_title,
+        set_warmup_failures({"post_ln_no_warmup"}),
+        "Post-LN without warm-up fails to train",
+    ),
+    ("placement_warmup", placement_warmup.slide_title, set_warmup_failures(set()), "every run"),
+    (
+        "length_drift",
+        lambda results: length_drift.slide_title(results, "drifting"),
+        set_drift_verdicts("loses less", 10.0),
+        "less accuracy than BatchNorm",
+    ),
+    (
+        "length_drift",
+        lambda results: length_drift.slide_title(results, "drifting"),
+        set_drift_verdicts("about as much", 10.0),
+        "about as much accuracy as BatchNorm",
+    ),
+    (
+        "length_drift",
+        lambda results: length_drift.slide_title(results, "drifting"),
+        set_drift_verdicts("loses less", -1.0),
+        "no normalization loses accuracy",
+    ),
+    ("loss_landscape", loss_landscape.slide_title, set_smoothness(2.0), "BatchNorm smooths"),
+    ("loss_landscape", loss_landscape.slide_title, set_smoothness(0.5), "does not smooth"),
+    ("learning_rate_maps", learning_rate_maps.slide_title, set_batchnorm_top(10), "trains at"),
+    ("learning_rate_maps", learning_rate_maps.slide_title, set_batchnorm_top(1), "does not"),
+    (
+        "lm_batch_composition",
+        lm_batch_composition.slide_title,
+        set_bucketed_fluctuation(0.9),
+        "does not make",
+    ),
+    (
+        "effective_learning_rate",
+        effective_learning_rate.slide_title,
+        set_angle_agreement(1.5),
+        "50 % off the predicted",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "title_of", "edit", "words"), FLIPS, ids=[f"{flip[0]}-{flip[3]}" for flip in FLIPS]
+)
+def test_a_title_follows_its_numbers_when_they_flip(quick_runs, name, title_of, edit, words):
+    assert words in title_of(flipped(quick_runs.results(name), edit))
+
+
 # ---------------------------------------------------------------------------
 # (b) The command and the deck's rendered pages
 # ---------------------------------------------------------------------------
@@ -230,6 +401,12 @@ def gray(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"), dtype=float)
 
 
+def thumbnail(image: np.ndarray, factor: int = 8) -> np.ndarray:
+    """The mean of each ``factor`` × ``factor`` block: enough to tell the slides apart, cheaply."""
+    height, width = image.shape
+    return image.reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+
+
 def test_the_command_writes_each_slide_and_the_deck(written, drawn):
     expected = {f"{base}.png" for base in slide_files(drawn)} | {DECK_NAME}
     assert {path.name for path in written.iterdir()} == expected
@@ -248,13 +425,13 @@ def test_the_decks_pages_are_the_slides_in_order(written, drawn, pdftoppm, tmp_p
     pages = sorted(tmp_path.glob("page-*.png"), key=lambda path: int(path.stem.split("-")[1]))
     bases = slide_files(drawn)
     assert len(pages) == len(bases)
-    slides = [gray(written / f"{base}.png") for base in bases]
+    slides = [thumbnail(gray(written / f"{base}.png")) for base in bases]
     for number, page_path in enumerate(pages):
         page = gray(page_path)
         assert page.shape == (HEIGHT, WIDTH), f"page {number + 1}"
         inked = np.mean(page < 250)  # share of pixels that are not (near) white
         assert inked > 0.02, f"page {number + 1} is blank ({inked:.1%} inked)"
-        differences = [np.mean(np.abs(page - slide)) for slide in slides]
+        differences = [np.mean(np.abs(thumbnail(page) - slide)) for slide in slides]
         assert int(np.argmin(differences)) == number, (
             f"page {number + 1} looks most like {bases[int(np.argmin(differences))]}, "
             f"not {bases[number]}"

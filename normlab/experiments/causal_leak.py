@@ -507,3 +507,113 @@ def _leak_panel(ax, x_values, tables, *, theory_total, theory_pair, xlabel, titl
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=15, loc="left")
     ax.legend(loc="best", fontsize=11)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The layers on the slides, in the order of their bars (eval-mode BatchNorm after the rest).
+_SLIDE_METHODS = ("batch", "group", "instance", "layer", "rms", "batch_eval")
+_SLIDE_WORDS = {
+    "batch": "BatchNorm in training",
+    "group": "GroupNorm",
+    "instance": "InstanceNorm",
+    "layer": "LayerNorm",
+    "rms": "RMSNorm",
+    "batch_eval": "BatchNorm at inference",
+}
+
+
+def _words(labels: list[str]) -> str:
+    """``"A"``, ``"A and B"``, ``"A, B and C"``."""
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _which_slide(results: dict) -> Figure:
+    config = results["config"]
+    longest = config["seq_lens"][-1]
+    leaks = {
+        method: float(np.median(results["against_seq_len"][method]["future_total"][-1]))
+        for method in _SLIDE_METHODS
+    }
+    leaky = [m for m in _SLIDE_METHODS if leaks[m] > 0]
+    sealed = [m for m in _SLIDE_METHODS if leaks[m] == 0]
+    names = _SLIDE_WORDS
+    if leaky and sealed:
+        title = (
+            f"{_words([names[m] for m in leaky])} let the future in; "
+            f"{_words([names[m] for m in sealed])} do not"
+        )
+    elif leaky:
+        title = "Later tokens change earlier outputs in every layer measured"
+    else:
+        title = "No layer measured lets later tokens change earlier outputs"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"one sequence of {longest} tokens in a batch of {config['batch_size']}; "
+        f"median of {plotting.plural(len(config['seeds']), 'seed')}",
+    )
+    positions = np.arange(len(_SLIDE_METHODS))[::-1]  # the first method on top
+    for position, method in zip(positions, _SLIDE_METHODS, strict=True):
+        look = plotting.method_style("batch" if method == "batch_eval" else method)
+        hatch = "//" if method == "batch_eval" else None
+        ax.barh(position, leaks[method], color=look["color"], hatch=hatch, edgecolor="white")
+        ax.annotate(
+            f"{leaks[method]:.0f}",
+            (leaks[method], position),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=22,
+        )
+    ax.set_yticks(positions, [_SLIDE_WORDS[m] for m in _SLIDE_METHODS])
+    ax.set_xlim(0, 1.15 * max(max(leaks.values()), 1.0))
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("how much the later tokens move the earlier outputs")
+    return figure
+
+
+def _growth_slide(results: dict) -> Figure:
+    config = results["config"]
+    seq_lens = np.asarray(config["seq_lens"])
+    totals = {
+        method: np.asarray(results["against_seq_len"][method]["future_total"])
+        for method in LEAKY_METHODS
+    }  # (lengths, seeds)
+    growth = {
+        method: float(np.median(total[-1]) / np.median(total[0]))
+        for method, total in totals.items()
+    }
+    if all(value > 1 for value in growth.values()):
+        title = (
+            f"The longer the sequence, the more the future leaks in: from {seq_lens[0]} to "
+            f"{seq_lens[-1]} tokens, BatchNorm's leak grows {plotting.rounded(growth['batch'], 2)}×"
+        )
+    else:
+        title = "How the future leak changes with the length of the sequence"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"batch of {config['batch_size']} sequences in training; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    for method in LEAKY_METHODS:
+        look = plotting.method_style(method)
+        look["label"] = _SLIDE_WORDS[method]
+        plotting.plot_spread(ax, seq_lens, totals[method], **look)
+    plotting.log2_axis(ax, seq_lens, label="sequence length (tokens)")
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.yaxis, minor=False)
+    ax.set_ylabel("how much the later tokens\nmove the earlier outputs")
+    ax.legend(loc="upper left")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """Which layers let the future in, and how the leak grows with the sequence length."""
+    named = [("which", _which_slide(results))]
+    if len(results["config"]["seq_lens"]) > 1:
+        named.append(("growth", _growth_slide(results)))
+    return named

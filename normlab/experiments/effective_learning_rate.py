@@ -524,3 +524,67 @@ def _plot_check(ax, results: dict) -> None:
     ax.set_xticks(range(len(norms)), [plotting.method_label(norm) for norm in norms], fontsize=12)
     ax.set_title("(a) scale invariance (0 = exact), layers' ε filled", fontsize=15)
     ax.legend(fontsize=11, loc="upper right")
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def slide_title(results: dict) -> str:
+    """How the settled runs' angular steps compare with √(2ηλ), and the run without decay."""
+    dynamics = results["headline"]["dynamics"]
+    settled = [
+        entry["measured_over_theory"]
+        for entry in dynamics.values()
+        if entry["equilibrated"] and entry["measured_over_theory"] is not None
+    ]
+    parts = []
+    if settled:
+        worst = max(abs(ratio - 1) for ratio in settled)
+        if worst <= AGREEMENT:
+            parts.append(
+                "Weight decay sets how fast a weight before BatchNorm turns: within "
+                f"{100 * worst:.0f} % of the prediction once settled"
+            )
+        else:
+            parts.append(
+                "Once its length settles, a weight before BatchNorm turns up to "
+                f"{100 * worst:.0f} % off the predicted angle per step"
+            )
+    else:
+        parts.append("No run's weight length settled: the predicted angle per step is not reached")
+    shrink = results["headline"].get("angle_last_over_first_window_without_decay")
+    if shrink is not None and shrink < 1:
+        parts.append(f"without decay the turn slows {plotting.rounded(1 / shrink, 2)}×")
+    return "; ".join(parts)
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: the angular step against the training step for every weight decay."""
+    config = results["config"]
+    decays = results["weight_decays"]
+    colormap = colormaps["viridis"]
+    colors = [colormap(0.85 * index / max(1, len(decays) - 1)) for index in range(len(decays))]
+    figure, ax = plotting.slide_figure(
+        slide_title(results),
+        "plain SGD; dashed: √(2 × learning rate × weight decay); "
+        f"{plotting.plural(len(config['seeds']), 'seed')}, median",
+    )
+    window = config["record_every"]
+    for decay, color in zip(decays, colors, strict=True):
+        label = f"{decay:g}"
+        angles = np.asarray(results["dynamics"][label]["rms_angle_curve"])[:, :, 0]
+        steps = window * (np.arange(angles.shape[1]) + 1)  # (seeds, windows): first layer
+        plotting.plot_spread(ax, steps, angles.T, color=color, marker=None, label=label)
+        theory = results["theory_angle"][label]
+        if theory > 0:
+            ax.axhline(theory, color=color, linestyle="--", linewidth=2.5)
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    plotting.plain_log_labels(ax.yaxis, minor=high / low < 100)  # 2, 3, 5 within 2 decades
+    ax.set_xlabel("training step")
+    ax.set_ylabel("angle the weight turns\nper step (radians)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), title="weight decay")
+    return [("turning", figure)]

@@ -64,6 +64,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullLocator
 
 from normlab import nn, plotting, stats, training
 from normlab.experiments.framework import (
@@ -610,3 +611,89 @@ def _plot_curves(ax, results: dict, model: str) -> None:
     ax.set_ylabel(f"training loss (mean of {window} steps)")
     ax.set_title(f"{MODEL_TITLES[model]}: each at its best lr", fontsize=14)
     ax.legend(fontsize=11, loc="upper right")
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def higher_rate_networks(results: dict) -> list[str]:
+    """The networks where BatchNorm's stable range reaches a higher rate than none's.
+
+    A network where no normalization trains at no rate at all counts too; one where
+    BatchNorm trains at none does not.
+    """
+    higher = []
+    for model in results["models"]:
+        batch, none = (results["stable_range"][model].get(norm) for norm in ("batch", "none"))
+        if batch is not None and (none is None or batch["high"] > none["high"]):
+            higher.append(model)
+    return higher
+
+
+def slide_title(results: dict) -> str:
+    """Where BatchNorm's stable learning rates reach higher than no normalization's."""
+    models = results["models"]
+    if not {"batch", "none"} <= set(results["norms"]):
+        return "The learning rates at which each normalization trains"
+    higher = higher_rate_networks(results)
+    if not higher:
+        return (
+            "Here BatchNorm does not train at higher learning rates than no normalization, "
+            f"in any of the {len(models)} networks"
+        )
+    if len(models) == 1:
+        where = "this network"
+    elif len(higher) == len(models):
+        where = "every network"
+    else:
+        where = f"{len(higher)} of the {len(models)} networks"
+    return f"BatchNorm trains at higher learning rates than no normalization in {where}"
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: each method's range of learning rates that train, one panel per network."""
+    config = results["config"]
+    models, norms = results["models"], results["norms"]
+    rates = np.asarray(results["learning_rates"])
+    figure, axes = plotting.slide_figure(
+        slide_title(results),
+        f"digits, SGD, {config['steps']} steps, default initialization; bar: the rates that train",
+        ncols=len(models),
+        sharey=True,
+    )
+    axes = np.atleast_1d(axes)
+    # each grid rate owns the stretch halfway (in log) to its neighbours
+    half_step = np.sqrt(rates[1] / rates[0]) if len(rates) > 1 else 2.0
+    rows = np.arange(len(norms))[::-1]  # the first method on top
+    for ax, model in zip(axes, models, strict=True):
+        for row, norm in zip(rows, norms, strict=True):
+            look = plotting.method_style(norm)
+            stable = results["stable_range"][model][norm]
+            if stable is None:
+                ax.annotate(
+                    "no rate trains",
+                    (rates[0] / half_step, row),
+                    xytext=(6, 0),
+                    textcoords="offset points",
+                    va="center",
+                    color=look["color"],
+                    fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+                )
+                continue
+            low, high = stable["low"] / half_step, stable["high"] * half_step
+            ax.barh(row, high - low, left=low, height=0.6, color=look["color"])
+        ax.set_xscale("log")
+        ax.set_xlim(rates[0] / half_step, rates[-1] * half_step)
+        decades = [rate for rate in rates if np.isclose(np.log10(rate), np.round(np.log10(rate)))]
+        ax.set_xticks(decades if len(decades) >= 2 else rates[:: max(1, len(rates) // 3)])
+        ax.xaxis.set_minor_locator(NullLocator())
+        plotting.plain_log_labels(ax.xaxis, minor=False)
+        ax.grid(axis="y", visible=False)
+        ax.set_title(MODEL_TITLES[model])
+        ax.set_xlabel("learning rate")
+    axes[0].set_yticks(rows, [plotting.method_label(norm) for norm in norms])
+    axes[0].set_ylim(-0.6, len(norms) - 0.4)
+    return [("learning_rates", figure)]

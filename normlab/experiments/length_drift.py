@@ -62,6 +62,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from normlab import data, nn, plotting, stats
 from normlab.data import make_sequence_task
@@ -412,3 +413,71 @@ def summary(results: dict) -> str:
                 "(seed by seed)"
             )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_INPUTS = {"stationary": "stationary inputs", "drifting": "drifting inputs"}
+
+#: A verdict of :func:`compare_drops`, as the end of a sentence about accuracy (one subject).
+_SLIDE_VERDICTS = {
+    "loses less": "loses less accuracy than",
+    "loses more": "loses more accuracy than",
+    "about as much": "loses about as much accuracy as",
+}
+
+
+def slide_title(results: dict, model: str) -> str:
+    """What the accuracy beyond the trained length shows for ``model``, in words."""
+    entry = results["headline"][model]
+    train_len = results["config"]["train_len"]
+    methods = results["methods"]
+    start = f"Past the {train_len} trained tokens, on {_SLIDE_INPUTS[model]},"
+    if all(entry[method]["drop_points"] <= 0 for method in methods):
+        return f"{start} no normalization loses accuracy"
+    verdicts = {
+        token: entry["verdict"][f"{token}_vs_batch"]
+        for token in ("layer", "rms")
+        if f"{token}_vs_batch" in entry["verdict"]
+    }
+    drop = f"BatchNorm ({entry['batch']['drop_points']:.0f} points)"
+    if len(set(verdicts.values())) == 1 and len(verdicts) == 2:
+        verdict = _SLIDE_VERDICTS[verdicts["layer"]].replace("loses", "lose", 1)
+        return f"{start} LayerNorm and RMSNorm {verdict} {drop}"
+    if verdicts:
+        token, verdict = next(iter(verdicts.items()))
+        return f"{start} {plotting.method_label(token)} {_SLIDE_VERDICTS[verdict]} {drop}"
+    return f"{start} the accuracy of each normalization"
+
+
+def _accuracy_slide(results: dict, model: str) -> Figure:
+    config = results["config"]
+    bins = results["position_bins"]
+    centers = np.arange(len(bins))  # one step per doubling bin
+    numbers = results["by_model"][model]
+    figure, ax = plotting.slide_figure(
+        slide_title(results, model),
+        f"trained on {config['train_len']} tokens (grey), tested on {config['test_len']}; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    for method in results["methods"]:
+        accuracy = 100 * np.asarray(numbers["accuracy"][method])  # (bins, seeds)
+        plotting.plot_spread(ax, centers, accuracy, **plotting.method_style(method))
+    lowest = min(100 * np.min(table) for table in numbers["accuracy"].values())
+    ax.set_ylim(max(0.0, 10 * np.floor(lowest / 10) - 5), 100)
+    ax.yaxis.set_major_locator(MaxNLocator(5, integer=True))
+    ax.axvspan(-0.5, 0.5, color="#dddddd", alpha=0.6, lw=0)  # the first bin: the trained positions
+    ax.set_xticks(centers, [f"{start}–{stop - 1}" for start, stop in bins])
+    ax.set_xlim(-0.5, len(bins) - 0.6)
+    ax.set_xlabel("position in the test sequence")
+    ax.set_ylabel("test accuracy per token (%)")
+    ax.legend(loc="lower left")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide per model: the accuracy at each position of the long test sequences."""
+    return [(model, _accuracy_slide(results, model)) for model in results["models"]]

@@ -72,6 +72,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from normlab import functional, nn, plotting
 from normlab.data import make_sequence_task
@@ -523,3 +524,72 @@ def _plot_model_row(row_axes, numbers: dict, lengths, config: dict, model: str) 
     ax_stats.set_ylabel("real-token std / running std")
     ax_stats.set_title(f"{model_title}: BatchNorm running stats")
     ax_stats.legend(loc="best", fontsize=11)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_MODEL_TITLES = {
+    "causal": "each token sees its past",
+    "non_causal": "each token sees the whole sequence",
+}
+
+
+def largest_accuracy_drop(results: dict) -> float:
+    """The largest fall of a median accuracy (in points) from the shortest to the longest test.
+
+    Over every model and method; negative when every method is better on the longest sequences.
+    """
+    return 100 * max(
+        float(np.median(table[0]) - np.median(table[-1]))
+        for numbers in results["by_model"].values()
+        for table in numbers["eval_accuracy"].values()
+    )
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: the accuracy of every method against the test length, one panel per model."""
+    config = results["config"]
+    lengths = np.asarray(results["seq_lens"])
+    models = list(results["by_model"])
+    drop = largest_accuracy_drop(results)
+    trained = f"Trained on {config['train_min_len']}–{config['train_max_len']} tokens"
+    if drop <= 0:
+        title = (
+            f"{trained}, no normalization loses accuracy on sequences of up to {lengths[-1]} tokens"
+        )
+    else:
+        title = (
+            f"{trained}, the normalizations lose at most {drop:.1f} points of accuracy on "
+            f"sequences of {lengths[-1]} tokens"
+        )
+    figure, axes = plotting.slide_figure(
+        title,
+        "grey band: the training lengths; " + plotting.spread_caption(len(config["seeds"])),
+        ncols=len(models),
+        sharey=True,
+    )
+    axes = np.atleast_1d(axes)
+    lowest = min(
+        100 * np.min(table)
+        for numbers in results["by_model"].values()
+        for table in numbers["eval_accuracy"].values()
+    )
+    for ax, model in zip(axes, models, strict=True):
+        ax.axvspan(
+            config["train_min_len"], config["train_max_len"], color="#dddddd", alpha=0.6, lw=0
+        )
+        for method, table in results["by_model"][model]["eval_accuracy"].items():
+            plotting.plot_spread(
+                ax, lengths, 100 * np.asarray(table), **plotting.method_style(method)
+            )
+        plotting.log2_axis(ax, lengths, label="test sequence length (tokens)")
+        if len(models) > 1:
+            ax.set_title(_SLIDE_MODEL_TITLES[model])
+    axes[0].set_ylim(5 * np.floor(lowest / 5) - 2, 100)
+    axes[0].yaxis.set_major_locator(MaxNLocator(5, integer=True))
+    axes[0].set_ylabel("test accuracy per token (%)")
+    axes[-1].legend(loc="lower right")
+    return [("accuracy", figure)]

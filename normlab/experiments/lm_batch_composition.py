@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from normlab import data, plotting, training
 from normlab.experiments.framework import (
@@ -418,3 +419,77 @@ def _per_batching_panel(ax, results, methods, values_of, ylabel: str, title: str
     ax.set_ylabel(ylabel)
     ax.set_title(title, loc="left", fontsize=14)
     ax.legend(loc="best", fontsize=11)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_BATCHINGS = {"random": "in random order", "bucketed": "sorted by length"}
+
+
+def slide_title(results: dict) -> str:
+    """What the fluctuation ratios of the headline say, in words."""
+    headline = results["headline"]
+    bucketed = headline.get("masked_bucketed_over_random_fluctuation")
+    unmasked = headline.get("unmasked_over_masked_random_fluctuation")
+    parts = []
+    if bucketed is not None:
+        parts.append(
+            f"Sorting by length makes masked BatchNorm's batch means stray {bucketed:.1f}× as far"
+            if bucketed > 1
+            else f"Sorting by length does not make masked BatchNorm's batch means stray "
+            f"further ({bucketed:.2f}×)"
+        )
+    if unmasked is not None:
+        parts.append(f"in random batches, counting the padding: {unmasked:.2f}× as far")
+    if not parts:
+        return "How far BatchNorm's batch means stray from their running averages"
+    return "; ".join(parts)
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: how far BatchNorm's batch means stray, per batching, masked and unmasked."""
+    config = results["config"]
+    methods = [m for m in results["methods"] if m in results["fluctuation"]]
+    figure, ax = plotting.slide_figure(
+        slide_title(results),
+        f"language model, windows of {config['min_length']}–{config['context_length']} "
+        f"characters; {plotting.plural(len(config['seeds']), 'seed')}, bar: median",
+    )
+    positions = np.arange(len(results["batchings"]))
+    width = 0.8 / max(len(methods), 1)
+    for index, method in enumerate(methods):
+        look = plotting.method_style(method)
+        for position, batching in zip(positions, results["batchings"], strict=True):
+            noise = results["fluctuation"][method][batching]
+            values = [float(np.median(one["mean"])) for one in noise if one is not None]
+            x = position + (index - (len(methods) - 1) / 2) * width
+            ax.plot(
+                [x] * len(values),
+                values,
+                linestyle="none",
+                color=look["color"],
+                marker=look["marker"],
+                label=look["label"] if position == 0 else None,
+            )
+            if values:
+                ax.hlines(
+                    np.median(values), x - width / 2.5, x + width / 2.5, color=look["color"], lw=4
+                )
+    padding = results["headline"]["padding_fraction"]
+    ax.set_xticks(
+        positions,
+        [
+            f"batches {_SLIDE_BATCHINGS[b]}\n({100 * padding[b]:.0f} % padding)"
+            for b in results["batchings"]
+        ],
+    )
+    ax.set_xlim(-0.6, len(positions) - 0.4)
+    ax.set_ylim(0, 1.35 * ax.get_ylim()[1])  # room for the legend above the points
+    ax.yaxis.set_major_locator(MaxNLocator(4))
+    ax.grid(axis="x", visible=False)
+    ax.set_ylabel("distance of the batch mean from\nthe running mean (in std)")
+    ax.legend(loc="upper left")
+    return [("fluctuation", figure)]

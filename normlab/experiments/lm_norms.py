@@ -663,3 +663,165 @@ def summary(results: dict) -> str:
                 f"(ratio {ratio:.2f})"
             )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: Shen et al.'s finding counts as reproduced when text fluctuates more than this many times
+#: as much as images (the verdict of :func:`summary`).
+FLUCTUATION_GAP = 2
+
+
+def _training_slide(results: dict) -> Figure:
+    config = results["config"]
+    scheme = results["positions"][0]
+    numbers = results["by_positions"][scheme]
+    entry = results["headline"][scheme]
+    finals = {
+        norm: entry[norm]["median_final_validation_loss"]
+        for norm in results["norms"]
+        if entry[norm]["median_final_validation_loss"] is not None
+    }
+    best = min(finals, key=finals.get)
+    spread = entry["final_loss_range_over_methods"]
+    title = (
+        f"Each at its own learning rate, {'both' if len(finals) == 2 else f'all {len(finals)}'}"
+        " end within "
+        f"{plotting.rounded(spread)} nats per character of each other; "
+        f"{plotting.method_label(best)} lowest"
+    )
+    figure, ax = plotting.slide_figure(
+        title,
+        f"character-level transformer, {config['num_layers']} blocks; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    steps = numbers["eval_steps"]
+    for norm in results["norms"]:
+        curves = numbers["validation_loss"][norm]
+        length = min(len(curve) for curve in curves)
+        table = np.asarray([curve[:length] for curve in curves]).T  # (points, seeds)
+        plotting.plot_spread(
+            ax, steps[:length], table, markevery=max(1, length // 5), **plotting.method_style(norm)
+        )
+    baseline = results["unigram_baseline"]
+    plotting.reference_line(ax, steps, [baseline] * len(steps), linewidth=3)
+    plotting.annotate(
+        ax,
+        "guessing from letter frequencies",
+        (steps[-1], baseline),
+        above=8,
+        ha="right",
+        fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+    )
+    ax.set_ylim(None, baseline + 0.4)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss\n(nats per character)")
+    ax.legend(loc="best")
+    return figure
+
+
+def fluctuation_title(results: dict) -> str:
+    """Text against images, in words: does Shen et al.'s gap appear in this run?"""
+    scheme = results["positions"][0]
+    ratio = results["headline"][scheme]["fluctuation_mean_text_over_images"]
+    times = f"{ratio:.2f}×" if ratio < 1 else f"{ratio:.1f}×"
+    if ratio > FLUCTUATION_GAP:
+        return (
+            f"BatchNorm's batch means stray {times} as far from their running averages on "
+            "text as on images, as Shen et al. found"
+        )
+    if ratio > 1:
+        return (
+            f"On text BatchNorm's batch means stray only {times} as far from their running "
+            "averages as on images: not the large gap Shen et al. found"
+        )
+    return (
+        f"At this scale BatchNorm's batch means stray no further on text than on images "
+        f"({times}): Shen et al.'s gap does not appear"
+    )
+
+
+def _fluctuation_slide(results: dict) -> Figure:
+    config = results["config"]
+    scheme = results["positions"][0]
+    figure, ax = plotting.slide_figure(
+        fluctuation_title(results),
+        "text: a small transformer; images: a digits CNN; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    look = plotting.method_style("batch")
+    sources = (
+        ("transformer on text", results["by_positions"][scheme]["batchnorm"]["fluctuation"], "-"),
+        ("CNN on digit images", results["cnn"]["fluctuation"], "--"),
+    )
+    for label, fluctuations, linestyle in sources:
+        fluctuations = [f for f in fluctuations if f is not None]
+        table = np.asarray([f["curve_mean"] for f in fluctuations]).T  # (points, seeds)
+        plotting.plot_spread(
+            ax,
+            fluctuations[0]["curve_fraction"],
+            table,
+            color=look["color"],
+            marker=look["marker"],
+            linestyle=linestyle,
+            markevery=max(1, len(table) // 6),
+            markerfacecolor="white" if linestyle == "--" else look["color"],
+            label=label,
+        )
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.yaxis)
+    ax.set_xlabel("share of training done")
+    ax.set_ylabel("distance of the batch mean from\nthe running mean (in std)")
+    ax.legend(loc="upper right")
+    return figure
+
+
+def _length_slide(results: dict) -> Figure:
+    config = results["config"]
+    scheme = results["positions"][0]
+    numbers = results["by_positions"][scheme]
+    bins = results["position_bins"]
+    start = f"Past the {config['context_length']} characters seen in training,"
+    per_token = [norm for norm in ("layer", "rms") if norm in results["norms"]]
+    if "batch" in results["norms"] and per_token:
+        verdicts = {
+            norm: compare_rises(rises(results, scheme, "batch"), rises(results, scheme, norm))
+            for norm in per_token
+        }
+        if len(set(verdicts.values())) == 1:
+            verdict = next(iter(verdicts.values()))
+            wording = {"about as much": "about as much as"}.get(verdict, f"{verdict} than")
+            others = " and ".join(f"{plotting.method_label(norm)}'s" for norm in per_token)
+            title = f"{start} BatchNorm's loss rises {wording} {others}"
+        else:
+            title = f"{start} the loss of each normalization"
+    else:
+        title = f"{start} the loss of each normalization"
+    figure, ax = plotting.slide_figure(
+        title,
+        "grey: the trained positions; " + plotting.spread_caption(len(config["seeds"])),
+    )
+    positions = np.arange(len(bins))  # one step per doubling bin
+    for norm in results["norms"]:
+        table = np.asarray(numbers["loss_by_bin"][norm], dtype=float)  # (bins, seeds)
+        plotting.plot_spread(ax, positions, table, **plotting.method_style(norm))
+    ax.axvspan(-0.5, 0.5, color="#dddddd", alpha=0.6, lw=0)  # the trained positions
+    ax.set_xticks(positions, [f"{low}–{high - 1}" for low, high in bins])
+    ax.set_xlim(-0.5, len(bins) - 0.6)
+    ax.set_xlabel("position in the window (characters of context)")
+    ax.set_ylabel("validation loss\n(nats per character)")
+    ax.legend(loc="upper left")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """Training curves; BatchNorm's fluctuation, text against images; contexts beyond training."""
+    named = [("training", _training_slide(results))]
+    scheme = results["positions"][0]
+    if "fluctuation_mean_text_over_images" in results["headline"][scheme]:
+        named.append(("fluctuation", _fluctuation_slide(results)))
+    named.append(("length", _length_slide(results)))
+    return named

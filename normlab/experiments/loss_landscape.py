@@ -337,3 +337,72 @@ def plot(results: dict) -> Figure:
         f"{plotting.spread_caption(len(config['seeds']))[1:]}; lower is smoother.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def slide_title(results: dict) -> str:
+    """Is the loss smoother along the gradient with BatchNorm, depth by depth, in words."""
+    ratios = {
+        depth: results["headline"][f"depth_{depth}"].get("none_over_batch_loss_variation")
+        for depth in results["depths"]
+    }  # > 1: the loss varies less with BatchNorm
+    ratios = {depth: ratio for depth, ratio in ratios.items() if ratio is not None}
+    if not ratios:
+        return "How much the loss changes along the gradient during training"
+    smoother = [depth for depth, ratio in ratios.items() if ratio > 1]
+    if len(smoother) == len(ratios):
+        verdict = "BatchNorm smooths the loss"
+    elif not smoother:
+        verdict = "BatchNorm does not smooth the loss here"
+    else:
+        verdict = f"BatchNorm smooths the loss only at {' and '.join(map(str, smoother))} blocks"
+    changes = [
+        f"{plotting.rounded(1 / ratio, 2)}× ({depth} blocks)" for depth, ratio in ratios.items()
+    ]
+    return (
+        f"{verdict}: along the gradient it varies " + " and ".join(changes) + " as much as without"
+    )
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: the loss variation along the gradient against the step, a panel per depth."""
+    config = results["config"]
+    depths = results["depths"]
+    steps = np.asarray(results["probe_steps"])
+    figure, axes = plotting.slide_figure(
+        slide_title(results),
+        "digits MLPs; loss range along the gradient; "
+        + plotting.spread_caption(len(config["seeds"])),
+        ncols=len(depths),
+        sharey=True,
+    )
+    axes = np.atleast_1d(axes)
+    for ax, depth in zip(axes, depths, strict=True):
+        for norm in results["norms"]:
+            values = np.array(
+                [
+                    [np.nan if v is None else v for v in seed]
+                    for seed in results["by_depth"][str(depth)][norm]["loss_variation"]
+                ],
+                dtype=float,
+            )  # (seeds, probes); NaN where a probe blew up
+            plotting.plot_spread(
+                ax,
+                steps,
+                values.T,
+                markevery=max(1, len(steps) // 5),
+                **plotting.method_style(norm),
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(f"{depth} hidden {'block' if depth == 1 else 'blocks'}")
+    axes[0].set_ylabel("how much the loss changes\nalong the gradient")
+    low, high = axes[0].get_ylim()
+    plotting.plain_log_labels(axes[0].yaxis, minor=high / low < 100)  # 2, 3, 5 within 2 decades
+    axes[-1].legend(loc="lower left")
+    return [("smoothness", figure)]

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from normlab import nn, plotting, stats, training
 from normlab.experiments.framework import (
@@ -454,3 +455,97 @@ def plot(results: dict) -> Figure:
         f"{plotting.spread_caption(len(config['seeds']))[1:]}; dots: seeds, bar: median.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_NAMES = {
+    "none": "no\nnormalization",
+    "batch": "BatchNorm",
+    "noisy_batch": "noisy\nBatchNorm",
+}
+
+
+def _dots_slide(results: dict, title: str, caption: str, values_of, ylabel: str) -> Figure:
+    """One panel per depth: a dot per seed and a bar at the median for each network."""
+    depths = results["depths"]
+    figure, axes = plotting.slide_figure(title, caption, ncols=len(depths), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, depth in zip(axes, depths, strict=True):
+        entry = results["by_depth"][str(depth)]
+        for position, method in enumerate(METHODS):
+            looks = _LOOKS[method]
+            values = values_of(entry[method])
+            ax.plot(
+                np.full(len(values), position),
+                values,
+                linestyle="none",
+                alpha=0.6,
+                color=looks["color"],
+                marker=looks["marker"],
+            )
+            ax.plot([position - 0.3, position + 0.3], [np.median(values)] * 2, color=looks["color"])
+        ax.set_xticks(range(len(METHODS)), [_SLIDE_NAMES[m] for m in METHODS])
+        ax.set_xlim(-0.6, len(METHODS) - 0.4)
+        ax.grid(axis="x", visible=False)
+        ax.set_title(f"{depth} hidden {'block' if depth == 1 else 'blocks'}")
+    axes[0].set_ylabel(ylabel)
+    return figure
+
+
+def _shift_slide(results: dict) -> Figure:
+    config = results["config"]
+    ratios = [
+        results["headline"][f"depth_{depth}"]["noisy_over_none_shift"]
+        for depth in results["depths"]
+    ]
+    if min(ratios) > 1:
+        title = (
+            "The noise puts the shift back: each layer's input moves at least "
+            f"{plotting.rounded(min(ratios), 2)}× as far per step as without any normalization"
+        )
+    else:
+        title = "The noise does not move each layer's input further than no normalization does"
+    figure = _dots_slide(
+        results,
+        title,
+        "noisy: a new random shift and scale after BatchNorm at every step; "
+        f"{plotting.plural(len(config['seeds']), 'seed')}, bar: median",
+        lambda numbers: np.asarray(numbers["shift_per_step"]),
+        "how far a layer's input moves\nper step (in its std)",
+    )
+    for ax in figure.axes:
+        ax.set_yscale("log")
+        plotting.plain_log_labels(ax.yaxis, minor=False)
+    return figure
+
+
+def _accuracy_slide(results: dict) -> Figure:
+    config = results["config"]
+    verdicts = {
+        depth: results["headline"][f"depth_{depth}"]["noisy_vs_batch_verdict"]
+        for depth in results["depths"]
+    }
+    phrases = [
+        f"{stats.verdict_phrase(verdict, 'BatchNorm')} with {depth} blocks"
+        for depth, verdict in verdicts.items()
+    ]
+    title = "On the test set, noisy BatchNorm is " + "; ".join(phrases)
+    figure = _dots_slide(
+        results,
+        title,
+        "digits MLPs, tested without the noise; "
+        f"{plotting.plural(len(config['seeds']), 'seed')}, bar: median",
+        lambda numbers: 100 * np.asarray(numbers["test_accuracy"]),
+        "test accuracy (%)",
+    )
+    figure.axes[0].yaxis.set_major_locator(MaxNLocator(5, integer=True))
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """How much shift the noise injects, and what it costs in test accuracy."""
+    return [("shift", _shift_slide(results)), ("accuracy", _accuracy_slide(results))]

@@ -64,6 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 import normlab as nl
 from normlab import functional as F
@@ -428,3 +429,75 @@ def _token_norm_panel(ax, results: dict, fractions: np.ndarray) -> None:
     ax.set_ylabel("max |Δy| over real tokens / (float32 ε · max |y|)")
     ax.set_title("(c) LayerNorm / RMSNorm: real-token outputs", fontsize=14, loc="left")
     ax.legend(loc="upper left", fontsize=10)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _variance_slide(results: dict) -> Figure:
+    config = results["config"]
+    fractions = np.asarray(results["padding_fractions"])
+    unmasked = np.median(results["var_error"]["batch"], axis=1)  # (fractions,)
+    masked_worst = float(np.max(results["var_error"]["batch_masked"]))
+    worst_percent = 100 * float(unmasked.max())
+    if worst_percent >= 1 and masked_worst < 1e-3:
+        title = (
+            f"Counting the pads as data puts BatchNorm's variance up to "
+            f"{plotting.rounded(worst_percent, 2)} % off; with the mask only rounding is left"
+        )
+    else:
+        title = "How far BatchNorm's batch variance is off when the pads count as data"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"{config['batch_size']} sequences of {config['num_features']} features padded to "
+        f"length {config['seq_len']}; " + plotting.spread_caption(len(config["seeds"])),
+    )
+    for variant in BATCH_METHODS:
+        errors = np.maximum(np.asarray(results["var_error"][variant]), ERROR_FLOOR)
+        plotting.plot_spread(ax, fractions, errors, **plotting.method_style(variant))
+    ax.set_yscale("log")
+    ax.set_ylim(ERROR_FLOOR / 3, 30)
+    ax.set_yticks([1e-9, 1e-6, 1e-3, 1])
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("share of the batch that is padding")
+    ax.set_ylabel("relative error of the variance\n(worst feature)")
+    ax.legend(loc="center right")
+    return figure
+
+
+def _token_norm_slide(results: dict) -> Figure:
+    config = results["config"]
+    fractions = np.asarray(results["padding_fractions"])
+    changes = {
+        kind: np.asarray(results["token_norms"][kind]["pad_values"]) for kind in TOKEN_METHODS
+    }  # (fractions, seeds)
+    largest = max(float(change.max()) for change in changes.values())
+    if largest == 0:
+        title = (
+            "Whatever the pads hold, LayerNorm's and RMSNorm's outputs of the real tokens "
+            "stay the same, bit for bit"
+        )
+    else:
+        title = (
+            "When the pads change, LayerNorm's and RMSNorm's outputs of the real tokens "
+            f"change by at most {largest:.1g}"
+        )
+    figure, ax = plotting.slide_figure(
+        title,
+        "pads of zeros vs large random pads; " + plotting.spread_caption(len(config["seeds"])),
+    )
+    for offset, kind in zip((-0.006, 0.006), TOKEN_METHODS, strict=True):
+        plotting.plot_spread(ax, fractions + offset, changes[kind], **plotting.method_style(kind))
+    ax.set_ylim(-0.05, max(0.5, 1.3 * largest))
+    ax.set_xlabel("share of the batch that is padding")
+    ax.set_ylabel("largest change of a real\ntoken's output")
+    ax.legend(loc="upper left")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """BatchNorm's variance with and without the mask; LayerNorm and RMSNorm ignore the pads."""
+    return [("variance", _variance_slide(results)), ("token_norms", _token_norm_slide(results))]

@@ -361,3 +361,68 @@ def summary(results: dict) -> str:
             f"block added as much as its input would grow √(L + 1) = {root:.2f}×."
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The slope of log gradient against log depth below which Pre-LN counts as shrinking like
+#: 1/√L (theory: −0.5), as in the module docstring's refutation criterion.
+SHRINKING_SLOPE = -0.25
+
+
+def slide_title(results: dict) -> str:
+    """Does the Pre-LN gradient near the output shrink with depth here, and Post-LN's size."""
+    headline = results["headline"]
+    largest = headline["largest_depth"]
+    if (
+        "pre_ln" not in results["placements"]
+        or headline["pre_ln"]["last_layer_slope_vs_depth"] is None
+    ):
+        return "At initialization, the gradient near the output, against the number of blocks"
+    slope = headline["pre_ln"]["last_layer_slope_vs_depth"]
+    if slope <= SHRINKING_SLOPE:
+        first = "Pre-LN's gradient near the output shrinks with depth, as 1/√depth predicts"
+    else:
+        first = "At this size Pre-LN's gradient near the output does not shrink with depth"
+    if "post_ln" not in results["placements"]:
+        return first
+    post = headline["post_ln"]["last_layer_gradient_norm"][str(largest)]
+    pre = headline["pre_ln"]["last_layer_gradient_norm"][str(largest)]
+    return f"{first}; Post-LN's is {post / pre:.1f}× as large at {largest} blocks"
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: the last block's gradient against depth, Pre-LN and Post-LN, with 1/√L."""
+    config = results["config"]
+    depths = np.asarray(results["depths"])
+    quantity = QUANTITIES[0]
+    figure, ax = plotting.slide_figure(
+        slide_title(results),
+        "character-level transformer at initialization; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    for placement in results["placements"]:
+        plotting.plot_spread(
+            ax,
+            depths,
+            results["last_layer"][placement][quantity],
+            **plotting.method_style(placement),
+        )
+    if "pre_ln" in results["placements"]:
+        start = float(np.median(results["last_layer"]["pre_ln"][quantity][0]))
+        plotting.reference_line(
+            ax,
+            depths,
+            start * np.sqrt(depths[0] / depths),
+            label="predicted for Pre-LN: 1/√depth",
+            linewidth=3,
+        )
+    plotting.log2_axis(ax, depths, label="number of blocks")
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.yaxis)
+    ax.set_ylabel("gradient size of the last\nblock's output weights")
+    ax.legend(loc="lower left")
+    return [("depth", figure)]

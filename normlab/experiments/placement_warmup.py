@@ -299,3 +299,100 @@ def failed_combinations(results: dict) -> list[str]:
         for entry in (headline[f"lr_{lr}"][f"{placement}_{schedule}"],)
         if entry["failed_runs"]
     ]
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _failures(results: dict, lr) -> dict[tuple[str, str], tuple[int, int]]:
+    """(placement, schedule) -> (failed runs, runs) at learning rate ``lr``."""
+    entries = results["headline"][f"lr_{lr}"]
+    return {
+        (placement, schedule): (
+            entries[f"{placement}_{schedule}"]["failed_runs"],
+            entries[f"{placement}_{schedule}"]["runs"],
+        )
+        for placement in results["placements"]
+        for schedule in results["schedules"]
+    }
+
+
+def slide_learning_rate(results: dict):
+    """The learning rate with the most failed runs (the largest one on a tie)."""
+    return max(
+        results["learning_rates"],
+        key=lambda lr: (sum(failed for failed, _ in _failures(results, lr).values()), lr),
+    )
+
+
+def slide_title(results: dict) -> str:
+    """What the runs at :func:`slide_learning_rate` show about Post-LN and the warm-up."""
+    lr = slide_learning_rate(results)
+    failures = _failures(results, lr)
+    if not any(failed for failed, _ in failures.values()):
+        return (
+            f"At this size every run trains, up to learning rate {lr:g}: Post-LN does not need "
+            "a warm-up here"
+        )
+    cold = failures.get(("post_ln", "no_warmup"), (0, 0))
+    others = [value for key, value in failures.items() if key != ("post_ln", "no_warmup")]
+    if cold[0] and not any(failed for failed, _ in others):
+        return (
+            f"At learning rate {lr:g}, Post-LN without warm-up fails to train ({cold[0]} of "
+            f"{cold[1]} runs); with a warm-up it trains, and Pre-LN trains either way"
+        )
+    failing = [
+        f"{plotting.method_label(placement)} {_SCHEDULE_LABELS[schedule]} ({failed} of {runs})"
+        for (placement, schedule), (failed, runs) in failures.items()
+        if failed
+    ]
+    return f"At learning rate {lr:g}, runs fail to train: " + ", ".join(failing)
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: validation loss against steps at the learning rate with the most failures."""
+    config = results["config"]
+    lr = slide_learning_rate(results)
+    baseline = results["unigram_baseline"]
+    figure, ax = plotting.slide_figure(
+        slide_title(results),
+        f"{config['num_layers']} blocks, Adam; grey: the warm-up; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    for placement in results["placements"]:
+        look = plotting.method_style(placement)
+        for schedule in results["schedules"]:
+            curves = results["validation_loss"][str(lr)][placement][schedule]
+            length = min(len(curve) for curve in curves)  # a diverged run stops early
+            table = np.asarray([curve[:length] for curve in curves]).T  # (points, seeds)
+            plotting.plot_spread(
+                ax,
+                results["eval_steps"][:length],
+                table,
+                color=look["color"],
+                marker=look["marker"],
+                linestyle=_SCHEDULE_LINES[schedule],
+                markerfacecolor=look["color"] if schedule == "warmup" else "white",
+                markevery=max(1, length // 5),
+                label=f"{look['label']}, {_SCHEDULE_LABELS[schedule]}",
+            )
+    steps = results["eval_steps"]
+    plotting.reference_line(ax, steps, [baseline] * len(steps), linewidth=3)
+    plotting.annotate(
+        ax,
+        "guessing from letter frequencies",
+        (steps[-1], baseline),
+        above=-26,
+        ha="right",
+        fontsize=plotting.SLIDE_MIN_FONT_SIZE,
+    )
+    ax.axvspan(0, config["warmup_steps"], color="#eeeeee", lw=0, zorder=0)
+    ax.set_ylim(None, baseline + 0.6)
+    ax.set_xlim(0, 1.02 * steps[-1])
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss\n(nats per character)")
+    ax.legend(loc="lower left")
+    return [("warmup", figure)]
