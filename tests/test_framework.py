@@ -14,6 +14,7 @@ import pytest
 from normlab import experiments
 from normlab.experiments import framework, variance_numerics
 from normlab.experiments.framework import (
+    CACHE_ENVIRONMENT_VARIABLE,
     ExperimentConfig,
     ExperimentWarning,
     SweepOptions,
@@ -366,3 +367,26 @@ def test_an_unknown_name_suggests_close_ones():
         experiments.UnknownExperimentError, match="did you mean 'variance_numerics'"
     ):
         experiments.get("varience_numerics")
+
+
+#: The values ``_recorded_square`` was called with (module level: sweep takes only
+#: module-level functions).
+SQUARED: list[int] = []
+
+
+def _recorded_square(run):
+    SQUARED.append(run["value"])
+    return run["value"] ** 2
+
+
+def test_a_sweep_without_options_caches_in_the_folder_normlab_cache_names(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_ENVIRONMENT_VARIABLE, raising=False)
+    assert SweepOptions.from_environment().cache_dir is None
+    monkeypatch.setenv(CACHE_ENVIRONMENT_VARIABLE, str(tmp_path))
+    SQUARED.clear()
+    runs = [{"value": 1}, {"value": 2}]
+    first = sweep("environment", _recorded_square, runs)
+    assert len(list((tmp_path / "environment").glob("*.json"))) == 2
+    again = sweep("environment", _recorded_square, runs)
+    assert first == again == [1, 4]
+    assert SQUARED == [1, 2]  # the second sweep read both runs from the cache
