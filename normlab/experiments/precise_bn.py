@@ -465,7 +465,10 @@ def _slide_momentum_label(momentum: float) -> str:
 
 
 def _gain_title(results: dict) -> str:
-    """Precise BN against each momentum's running averages at the probe, by the paired verdicts."""
+    """Precise BN against each momentum's running averages at the probe, by the paired verdicts.
+
+    The verdicts come from the paired comparisons; the points quoted are the medians drawn.
+    """
     probe = results["config"]["probe_step"]
     per_momentum = results["headline"]["per_momentum"]
     momenta = sorted(results["bn_momenta"])  # the longest memory first
@@ -473,7 +476,12 @@ def _gain_title(results: dict) -> str:
         momentum: per_momentum[_momentum_key(momentum)]["precise_versus_eval_verdict"] == "better"
         for momentum in momenta
     }
-    gains = {m: per_momentum[_momentum_key(m)]["precise_minus_eval_points"] for m in momenta}
+    probe_index = results["checkpoints"].index(probe)
+    precise = 100 * np.median(results["precise_full_accuracy"][probe_index])
+    gains = {  # median against median at the probe, as the slide draws them
+        m: precise - 100 * np.median(results["eval_accuracy"][_momentum_key(m)][probe_index])
+        for m in momenta
+    }
     start = f"After {probe} steps, recomputed statistics"
     if all(better.values()):
         each = plotting.word_list([f"{gains[m]:.1f} (momentum {m:g})" for m in momenta])
