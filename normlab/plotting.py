@@ -96,6 +96,7 @@ __all__ = [
     "styled",
     "subplots",
     "text_width",
+    "word_list",
 ]
 
 #: The Okabe–Ito palette (Okabe & Ito 2008, "Color Universal Design"): eight
@@ -594,6 +595,14 @@ def check_fits(
             f"{needed} on the {width_points:.0f} pt wide slide; shorten it"
         )
     return "\n".join(lines)
+
+
+def word_list(words: Sequence[str]) -> str:
+    """Words joined for a title: ``"BatchNorm"``, ``"A and B"``, ``"A, B and C"``."""
+    words = list(words)
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def slide_figure(

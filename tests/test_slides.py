@@ -29,8 +29,11 @@ from PIL import Image
 from normlab import experiments, plotting
 from normlab.cli import DECK_NAME, main
 from normlab.experiments import (
+    accuracy_vs_batch_size,
     batch_coupling,
     effective_learning_rate,
+    frozen_batchnorm,
+    group_norm_curve,
     learning_rate_maps,
     length_drift,
     lm_batch_composition,
@@ -38,8 +41,10 @@ from normlab.experiments import (
     loss_landscape,
     placement_gradients,
     placement_warmup,
+    precise_bn,
     rms_vs_layernorm,
     running_stats,
+    train_eval_gap,
     variance_numerics,
 )
 from normlab.experiments.framework import Experiment, load_results, save_results
@@ -49,16 +54,22 @@ WITH_SLIDES = [name for name in experiments.names() if experiments.get(name).has
 WIDTH, HEIGHT = plotting.SLIDE_SIZE_PIXELS
 
 
+def in_turn(names: list[str]) -> list[str]:
+    """``names`` in the order this test process runs their quick configs.
+
+    Under pytest-xdist every second worker goes from the other end, so two workers each run
+    about half of the quick configs and read the other half from the shared cache
+    (``quick_runs`` locks each experiment) instead of one waiting for the other on every one.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return names[::-1] if int(worker.removeprefix("gw")) % 2 else names
+
+
 @pytest.fixture(scope="module")
 def results_folder(quick_runs, tmp_path_factory) -> Path:
     """Each experiment's quick results saved as ``<name>.json``, as ``figures`` saves them."""
     folder = tmp_path_factory.mktemp("results")
-    # Under pytest-xdist every worker needs every run: the second worker starts from the other
-    # end, so the two run different experiments at once and then read each other's from the
-    # shared cache.
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    in_order = WITH_SLIDES if int(worker.removeprefix("gw") or 0) % 2 == 0 else WITH_SLIDES[::-1]
-    for name in in_order:
+    for name in in_turn(WITH_SLIDES):
         save_results(folder / f"{name}.json", quick_runs.results(name))
     return folder
 
@@ -352,6 +363,84 @@ FLIPS = [
 )
 def test_a_title_follows_its_numbers_when_they_flip(quick_runs, name, title_of, edit, words):
     assert words in title_of(flipped(quick_runs.results(name), edit))
+
+
+def test_the_lessons_experiments_have_slides():
+    expected = {
+        "norm_axes",
+        "batch_stat_noise",
+        "accuracy_vs_batch_size",
+        "statistics_batch",
+        "group_norm_curve",
+        "train_eval_gap",
+        "precise_bn",
+        "test_time_shift",
+        "frozen_batchnorm",
+        "batch_renorm",
+    }
+    assert expected <= set(WITH_SLIDES)
+
+
+def test_norm_axes_title_gives_the_measured_group_sizes(quick_runs, drawn):
+    headline = quick_runs.results("norm_axes")["headline"]
+    title = drawn["norm_axes"][0][1].get_suptitle().replace("\n", " ")
+    assert f"{headline['group_size_batch']} values in BatchNorm" in title
+    assert f"{headline['group_size_instance']} in InstanceNorm" in title
+
+
+def test_accuracy_and_gap_titles_quote_the_headline(quick_runs, drawn):
+    results = quick_runs.results("accuracy_vs_batch_size")
+    drops = accuracy_vs_batch_size.accuracy_drops(results)
+    for norm, drop in drops.items():
+        per_method = results["headline"]["per_method"][norm]
+        assert drop == pytest.approx(per_method["drop_from_best_to_smallest_batch_points"])
+    title = drawn["accuracy_vs_batch_size"][0][1].get_suptitle().replace("\n", " ")
+    assert f"BatchNorm loses {drops['batch']:.0f} points" in title
+    results = quick_runs.results("train_eval_gap")
+    gaps = train_eval_gap.mode_gaps(results)
+    quoted = results["headline"]["eval_minus_train_mode_points"]
+    assert gaps == pytest.approx([quoted[str(size)] for size in results["batch_sizes"]])
+
+
+def replaced(results: dict, path: tuple, value) -> dict:
+    """A copy of ``results`` (:func:`flipped`) with the entry at ``path`` set to ``value``."""
+
+    def edit(results):
+        for key in path[:-1]:
+            results = results[key]
+        results[path[-1]] = value
+
+    return flipped(results, edit)
+
+
+def test_titles_say_what_the_verdicts_say_when_they_flip(quick_runs):
+    results = quick_runs.results("group_norm_curve")
+    smallest = str(results["images_per_device"][0])
+    rise = ("rise_from_largest", "batch", smallest)
+    for verdict, mean, words in (
+        ("higher error", 4.25, "rises by 4.2 points"),
+        ("lower error", -4.25, "falls by 4.2 points"),
+        ("inconclusive", 0.5, "does not clearly change"),
+    ):
+        changed = replaced(results, rise, {"verdict": verdict, "mean": mean, "interval": [0, 1]})
+        assert words in group_norm_curve._curve_title(changed)
+
+    results = quick_runs.results("frozen_batchnorm")
+    first = ("frozen_minus_train", "frozen", 0, "verdict")
+    for verdict, words in (("better", "frozen BatchNorm is ahead"), ("worse", "train mode is")):
+        assert words in frozen_batchnorm._frozen_title(replaced(results, first, verdict))
+    neither = frozen_batchnorm._frozen_title(replaced(results, first, "inconclusive"))
+    assert neither.startswith(f"Fine-tuning at batch size {results['batch_sizes'][0]}, neither")
+
+    results = quick_runs.results("precise_bn")
+    for momentum in results["bn_momenta"]:
+        key = ("headline", "per_momentum", f"{momentum:g}", "precise_versus_eval_verdict")
+        results = replaced(results, key, "inconclusive")
+    assert "do not clearly beat" in precise_bn._gain_title(results)
+    for momentum in results["bn_momenta"]:
+        key = ("headline", "per_momentum", f"{momentum:g}", "precise_versus_eval_verdict")
+        results = replaced(results, key, "better")
+    assert "beat every running average" in precise_bn._gain_title(results)
 
 
 # ---------------------------------------------------------------------------

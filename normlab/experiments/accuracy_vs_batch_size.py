@@ -486,3 +486,61 @@ def plot(results: dict) -> Figure:
         f"±{MARGIN_POINTS:g} point." + (f" {diverged} run(s) diverged." if diverged else ""),
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The normalizations that take no statistic over the batch.
+_BATCH_FREE = ("layer", "rms", "group")
+
+
+def accuracy_drops(results: dict) -> dict[str, float]:
+    """Each method's drop in median test accuracy (points) from its best batch size to the smallest.
+
+    The slide's title quotes these; they equal the headline's ``drop_from_best_to_smallest``.
+    """
+    drops = {}
+    for norm in results["norms"]:
+        median = 100 * np.median(results["test_accuracy"][norm], axis=1)  # (batch sizes,)
+        drops[norm] = float(np.max(median) - median[0])
+    return drops
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: test accuracy against batch size, BatchNorm against the batch-free norms."""
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    smallest = batch_sizes[0]
+    drops = accuracy_drops(results)
+    batch_free = [norm for norm in results["norms"] if norm in _BATCH_FREE]
+    verdict = results["minus_layer"].get("batch", {}).get(str(smallest), {}).get("verdict")
+    if "batch" in drops and batch_free and verdict == "worse":
+        others = max(drops[norm] for norm in batch_free)
+        names = plotting.word_list([plotting.method_label(norm) for norm in batch_free])
+        lose = "loses" if len(batch_free) == 1 else "lose"
+        if drops["batch"] > others:
+            title = (
+                f"At batch size {smallest}, BatchNorm loses {drops['batch']:.0f} points of test "
+                f"accuracy; {names} {lose} at most {others:.1f}"
+            )
+        else:
+            title = f"At batch size {smallest}, BatchNorm is worse than LayerNorm"
+    else:
+        title = "Test accuracy against batch size, each method at its own learning rate"
+    figure, ax = plotting.slide_figure(
+        title,
+        "digits MLP, learning rate tuned for each; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for norm in results["norms"]:
+        look = plotting.method_style(norm)
+        plotting.plot_spread(
+            ax, batch_sizes, 100 * np.asarray(results["test_accuracy"][norm]), **look
+        )
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    return [("accuracy", figure)]

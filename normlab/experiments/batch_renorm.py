@@ -381,3 +381,97 @@ def summary(results: dict) -> str:
             f"(95 % interval {low:+.1f} to {high:+.1f}): Batch Renorm is {phrase}"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _against(verdict: str, points: float, other: str) -> str:
+    """Batch Renorm against ``other`` in words: the paired verdict, the median difference."""
+    if verdict == "better":
+        return f"{abs(points):.0f} points ahead of {other}"
+    if verdict == "worse":
+        return f"{abs(points):.0f} points behind {other}"
+    if verdict == "as good as":
+        return f"as good as {other}"
+    return f"not told apart from {other}"
+
+
+def _accuracy_slide(results: dict) -> Figure:
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    headline = results["headline"]
+    median = {
+        norm: 100 * np.median(results["eval_accuracy"][norm], axis=1) for norm in results["norms"]
+    }
+    phrases = [
+        _against(
+            headline[f"renorm_versus_{other}_verdict_at_smallest"],
+            median["batch_renorm"][0] - median[other][0],
+            plotting.method_label(other),
+        )
+        for other in ("batch", "group")
+        if f"renorm_versus_{other}_verdict_at_smallest" in headline
+    ]
+    if phrases:
+        title = f"At batch size {batch_sizes[0]}, Batch Renorm is {plotting.word_list(phrases)}"
+    else:
+        title = "Test accuracy against batch size"
+    figure, ax = plotting.slide_figure(
+        title,
+        "digits MLP, tested with the running averages; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for norm in results["norms"]:
+        plotting.plot_spread(
+            ax,
+            batch_sizes,
+            100 * np.asarray(results["eval_accuracy"][norm]),
+            **plotting.method_style(norm),
+        )
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    return figure
+
+
+def _gap_slide(results: dict) -> Figure:
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    gaps = {
+        norm: 100
+        * (np.asarray(results["eval_accuracy"][norm]) - results["train_mode_accuracy"][norm])
+        for norm in results["norms"]
+    }  # (batch sizes, seeds) each
+    at_smallest = {norm: float(np.median(gap[0])) for norm, gap in gaps.items()}
+    if at_smallest["batch_renorm"] < at_smallest["batch"]:
+        title = (
+            f"Batch Renorm is trained as it is tested: at batch size {batch_sizes[0]} its "
+            f"train/test gap is {at_smallest['batch_renorm']:.0f} points, "
+            f"BatchNorm's {at_smallest['batch']:.0f}"
+        )
+    else:
+        title = "How far test accuracy with batch statistics falls below the running averages'"
+    figure, ax = plotting.slide_figure(
+        title,
+        "test batches of the training size; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for norm, gap in gaps.items():
+        plotting.plot_spread(ax, batch_sizes, gap, **plotting.method_style(norm))
+    ax.axhline(0.0, color=plotting.REFERENCE_COLOR, linewidth=2)
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_ylabel("running averages minus\nbatch statistics (points)")
+    ax.legend(loc="upper right")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """Accuracy at small batches against BatchNorm and GroupNorm, and the train/eval gap."""
+    named = [("accuracy", _accuracy_slide(results))]
+    if {"batch", "batch_renorm"} <= set(results["norms"]):
+        named.append(("gap", _gap_slide(results)))
+    return named

@@ -677,3 +677,127 @@ def plot(results: dict) -> Figure:
         "BatchNorm2d normalizes.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The populations in plain words, for the slides' legends.
+_SLIDE_LABELS = {
+    "gaussian": "Gaussian features",
+    "digits_relu": "digit features (heavy tails)",
+}
+
+#: A measured spread within this share of its formula "follows" it (the sampling error of
+#: a few hundred batches is a few percent).
+_FOLLOWS = 0.1
+
+
+def _mean_over(values) -> np.ndarray:
+    """The mean over seeds of a (batch sizes, seeds) list: one number per batch size."""
+    return np.mean(np.asarray(values, dtype=float), axis=1)
+
+
+def _in_order(measured: dict) -> list[str]:
+    """The populations measured, in the order of :data:`POPULATIONS` (saved JSON sorts keys)."""
+    return [population for population in POPULATIONS if population in measured]
+
+
+def _noise_axes(ax, batch_sizes, ylabel: str) -> None:
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.yaxis)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="lower left")
+
+
+def _mean_slide(results: dict) -> Figure:
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    measured = results["measured"]
+    follows = all(
+        abs(np.mean(measured[population]["mean_ratio"]) - 1) < _FOLLOWS for population in measured
+    )
+    shown = "gaussian" if "gaussian" in measured else next(iter(measured))
+    first = _mean_over(measured[shown]["std_mean_over_sigma"])
+    noise = (
+        f"{first[0]:.2f} of the spread at batch size {batch_sizes[0]}, "
+        f"{first[-1]:.2f} at {batch_sizes[-1]}"
+    )
+    if follows:
+        title = f"The batch mean's noise falls as 1/√(batch size), for any data: {noise}"
+    else:
+        title = f"The batch mean's noise against batch size: {noise}"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"{config['num_batches']:,} batches per batch size; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    for population in _in_order(measured):
+        values = measured[population]
+        _spread(
+            ax, batch_sizes, values["std_mean_over_sigma"], population, _SLIDE_LABELS[population]
+        )
+    plotting.reference_line(
+        ax,
+        batch_sizes,
+        results["theory"][shown]["std_mean_over_sigma"],
+        label="1/√(batch size)",
+        linewidth=2.5,
+    )
+    _noise_axes(ax, batch_sizes, "noise of the batch mean\n(std ÷ the data's spread)")
+    return figure
+
+
+def _variance_slide(results: dict) -> Figure:
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    measured = results["measured"]
+    digits = measured["digits_relu"]
+    times = float(np.mean(digits["var_ratio_gaussian_theory"][-1]))
+    fits = abs(np.mean(digits["var_ratio"]) - 1) < _FOLLOWS
+    if times > 1 + _FOLLOWS:
+        title = (
+            f"On heavy-tailed features the batch variance is {times:.1f}× noisier than the "
+            "Gaussian formula says" + ("; the formula with their tails fits" if fits else "")
+        )
+    else:
+        title = "The batch variance's noise on heavy-tailed features, against the Gaussian formula"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"{config['num_batches']:,} batches per batch size; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    for population in _in_order(measured):
+        values = measured[population]
+        _spread(
+            ax, batch_sizes, values["std_var_over_sigma2"], population, _SLIDE_LABELS[population]
+        )
+    theory = results["theory"]["digits_relu"]
+    plotting.reference_line(
+        ax,
+        batch_sizes,
+        theory["std_var_over_sigma2_gaussian"],
+        label="Gaussian formula",
+        linewidth=2.5,
+    )
+    plotting.reference_line(
+        ax,
+        batch_sizes,
+        theory["std_var_over_sigma2"],
+        linestyle=":",
+        linewidth=3,
+        label="formula with the digits' tails",
+    )
+    _noise_axes(ax, batch_sizes, "noise of the batch variance\n(std ÷ the data's variance)")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """The batch mean's noise against 1/√B; with the digits, the variance's heavy tails."""
+    named = [("mean", _mean_slide(results))]
+    if "digits_relu" in results["measured"]:
+        named.append(("variance", _variance_slide(results)))
+    return named

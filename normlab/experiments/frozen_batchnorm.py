@@ -426,3 +426,61 @@ def summary(results: dict) -> str:
                 f"{phrase}"
             )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_LABELS = {
+    "train": "BatchNorm in train mode",
+    "frozen": "frozen: the pretraining statistics",
+    "frozen_recomputed": "frozen after recomputing on the new images",
+}
+
+#: Who is ahead by a paired verdict of frozen minus train mode.
+_AHEAD = {"better": "frozen BatchNorm", "worse": "train mode"}
+
+
+def _frozen_title(results: dict) -> str:
+    """Frozen against train mode at the smallest and the largest batch size, by the verdicts."""
+    comparisons = results["frozen_minus_train"]["frozen"]  # the verdicts, paired
+    sizes = results["batch_sizes"]
+    median = {mode: 100 * np.median(results["test_accuracy"][mode], axis=1) for mode in MODES}
+    phrases = []
+    for index in dict.fromkeys((0, len(sizes) - 1)):  # once when there is one batch size
+        verdict = comparisons[index]["verdict"]
+        points = median["frozen"][index] - median["train"][index]  # as drawn
+        where = f"at batch size {sizes[index]}" if not phrases else f"at {sizes[index]}"
+        if verdict in _AHEAD:
+            ahead = "is ahead by" if not phrases else "by"
+            phrases.append(f"{where}, {_AHEAD[verdict]} {ahead} {abs(points):.0f} points")
+        else:
+            phrases.append(f"{where}, neither is clearly ahead")
+    return "Fine-tuning " + "; ".join(phrases)
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: test accuracy after fine-tuning against batch size, train mode and frozen."""
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    figure, ax = plotting.slide_figure(
+        _frozen_title(results),
+        f"trained on digits 0–4, then on {config['subset_size']} images of 5–9; "
+        + plotting.spread_caption(len(config["seeds"])),
+    )
+    for mode in results["modes"]:
+        _, color, marker = _LOOKS[mode]
+        plotting.plot_spread(
+            ax,
+            batch_sizes,
+            100 * np.asarray(results["test_accuracy"][mode]),
+            color=color,
+            marker=marker,
+            label=_SLIDE_LABELS[mode],
+        )
+    plotting.log2_axis(ax, batch_sizes, label="fine-tuning batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower left", frameon=True, edgecolor="none")
+    return [("fine_tuning", figure)]

@@ -432,3 +432,57 @@ def plot(results: dict) -> Figure:
         f"eval mode. {spread[0].upper()}{spread[1:]}. Right: the paper's numbers, typed from it.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _curve_title(results: dict) -> str:
+    """BatchNorm's change in error from the most to the fewest images per device, by its verdict."""
+    sizes = results["images_per_device"]
+    smallest, largest = sizes[0], sizes[-1]
+    paper = results["paper_error_percent"]["batch"]
+    on_imagenet = ""
+    if str(smallest) in paper and str(largest) in paper:
+        before, after = paper[str(largest)], paper[str(smallest)]
+        moved = "rose" if after > before else "fell"
+        on_imagenet = f"; on ImageNet it {moved} from {before:g} to {after:g} %"
+    rise = results["rise_from_largest"].get("batch", {}).get(str(smallest))
+    span = f"from {largest} to {smallest} images per device"
+    if rise is None:
+        return f"The digits CNN's test error {span}, per normalization"
+    if rise["verdict"] == "higher error":
+        change = f"rises by {rise['mean']:.1f} points"
+    elif rise["verdict"] == "lower error":
+        change = f"falls by {-rise['mean']:.1f} points"
+    else:
+        change = "does not clearly change"
+    return f"On the digits CNN, BatchNorm's error {change} {span}{on_imagenet}"
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: test error against images per device, each normalization, and the verdict."""
+    config = results["config"]
+    sizes = np.asarray(results["images_per_device"])
+    figure, ax = plotting.slide_figure(
+        _curve_title(results),
+        f"{config['devices']} devices, learning rate tuned for each; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+    )
+    for method in results["methods"]:
+        looks = plotting.method_style(method)
+        plotting.plot_spread(
+            ax, sizes, results["test_error_percent"][method], center="mean", **looks
+        )
+    plotting.log2_axis(ax, sizes, label="images per device")
+    ax.invert_xaxis()  # as in the paper: the batch shrinks to the right
+    ax.set_yscale("log")
+    plotting.plain_log_labels(ax.yaxis)
+    ax.set_ylabel("test error (%)")
+    highest = max(np.max(results["test_error_percent"][method]) for method in results["methods"])
+    ax.set_ylim(top=min(3 * highest, 100))  # room for the legend above the bands (log scale)
+    ax.legend(loc="upper center", ncols=3)
+    return [("error", figure)]

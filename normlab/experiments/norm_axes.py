@@ -78,6 +78,10 @@ PERTURBATION = 1.0
 #: the group they move by order 0.01–1 for a perturbation of 1.
 CHANGE_THRESHOLD = 1e-9
 
+#: A group whose outputs average more than this in absolute value was not centered (the
+#: centering layers give ~1e-16; RMSNorm on x ~ N(1, 1) gives order 1).
+CENTERED_MEAN = 1e-6
+
 #: The names of the three axes of the block, as they appear in the formulas.
 AXIS_SYMBOLS = ("N", "T", "D")
 
@@ -520,3 +524,50 @@ def plot(results: dict) -> Figure:
         "outputs of the normlab layer change.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _sizes_in_words(sizes: dict[str, int]) -> str:
+    """``"12 values in BatchNorm, 8 in LayerNorm and RMSNorm, ..."``: equal sizes together."""
+    phrases, methods = [], list(sizes)
+    while methods:
+        size = sizes[methods[0]]
+        same = [method for method in methods if sizes[method] == size]
+        unit = "" if phrases else " values"
+        names = plotting.word_list([plotting.method_label(method) for method in same])
+        phrases.append(f"{size}{unit} in {names}")
+        methods = [method for method in methods if sizes[method] != size]
+    return plotting.word_list(phrases)
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: the group of one entry in each layer, and how many values it holds."""
+    shape = results["shape"]
+    num_samples, seq_len, num_features = shape
+    sizes = {
+        method: int(np.prod(results["methods"][method]["highlight_extent"])) for method in METHODS
+    }
+    figure, axes = plotting.slide_figure(
+        f"One mean and variance per group of {_sizes_in_words(sizes)}",
+        f"rows: {num_samples} samples × {seq_len} tokens, columns: {num_features} features; "
+        "coloured: ★'s group",
+        ncols=len(METHODS),
+    )
+    for ax, method in zip(axes, METHODS, strict=True):
+        measured = results["methods"][method]
+        style = plotting.METHODS[method]
+        _draw_grid(ax, np.asarray(measured["labels"]), results["config"]["highlight"], style.color)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(style.label, color=style.color, fontweight="bold")
+        label = plotting.plural(sizes[method], "value")
+        if measured["max_abs_group_mean_of_output"] > CENTERED_MEAN:
+            label += "\nmean not removed"
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("sample, token")
+    return [("groups", figure)]

@@ -453,3 +453,125 @@ def summary(results: dict) -> str:
             f"N = {needed} on"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+
+def _slide_momentum_label(momentum: float) -> str:
+    return f"running average, momentum {momentum:g}"
+
+
+def _gain_title(results: dict) -> str:
+    """Precise BN against each momentum's running averages at the probe, by the paired verdicts.
+
+    The verdicts come from the paired comparisons; the points quoted are the medians drawn.
+    """
+    probe = results["config"]["probe_step"]
+    per_momentum = results["headline"]["per_momentum"]
+    momenta = sorted(results["bn_momenta"])  # the longest memory first
+    better = {
+        momentum: per_momentum[_momentum_key(momentum)]["precise_versus_eval_verdict"] == "better"
+        for momentum in momenta
+    }
+    probe_index = results["checkpoints"].index(probe)
+    precise = 100 * np.median(results["precise_full_accuracy"][probe_index])
+    gains = {  # median against median at the probe, as the slide draws them
+        m: precise - 100 * np.median(results["eval_accuracy"][_momentum_key(m)][probe_index])
+        for m in momenta
+    }
+    start = f"After {probe} steps, recomputed statistics"
+    if all(better.values()):
+        each = plotting.word_list([f"{gains[m]:.1f} (momentum {m:g})" for m in momenta])
+        return f"{start} beat every running average, by {each} points"
+    if better[momenta[0]] and len(momenta) > 1:
+        short = plotting.word_list([f"{m:g}" for m in momenta[1:] if not better[m]])
+        return (
+            f"{start} beat the long running average (momentum {momenta[0]:g}) by "
+            f"{gains[momenta[0]]:.1f} points, the short one ({short}) not clearly"
+        )
+    return f"{start} do not clearly beat the running averages"
+
+
+def _steps_slide(results: dict) -> Figure:
+    config = results["config"]
+    checkpoints = results["checkpoints"]
+    figure, ax = plotting.slide_figure(
+        _gain_title(results),
+        f"digits MLP, batch size {config['batch_size']}; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for index, momentum in enumerate(results["bn_momenta"]):
+        marker, linestyle = _MOMENTUM_LOOKS[index % len(_MOMENTUM_LOOKS)]
+        plotting.plot_spread(
+            ax,
+            checkpoints,
+            100 * np.asarray(results["eval_accuracy"][_momentum_key(momentum)]),
+            color=_EVAL_COLOR,
+            marker=marker,
+            linestyle=linestyle,
+            label=_slide_momentum_label(momentum),
+        )
+    plotting.plot_spread(
+        ax,
+        checkpoints,
+        100 * np.asarray(results["precise_full_accuracy"]),
+        color=_PRECISE_COLOR,
+        marker="^",
+        label=f"recomputed from all {max(results['precise_samples']):,} training images",
+    )
+    ax.axvline(config["probe_step"], color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=2.5)
+    plotting.log2_axis(ax, checkpoints, label="training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    return figure
+
+
+def _samples_slide(results: dict) -> Figure:
+    config = results["config"]
+    samples = results["precise_samples"]
+    largest = max(samples)
+    needed = results["headline"]["precise_samples_needed"]
+    if needed is not None and needed < largest:
+        title = (
+            f"Recomputing the statistics from {needed:,} training images is enough: within "
+            f"{WITHIN_POINTS:g} points of all {largest:,}"
+        )
+    else:
+        title = f"Recomputed statistics need all {largest:,} training images here"
+    figure, ax = plotting.slide_figure(
+        title,
+        f"at step {config['probe_step']}; "
+        + plotting.spread_caption(len(config["seeds"]))
+        + "; flat lines: running averages",
+    )
+    plotting.plot_spread(
+        ax,
+        samples,
+        100 * np.asarray(results["precise_accuracy_at_probe"]),
+        color=_PRECISE_COLOR,
+        marker="^",
+        label="recomputed statistics",
+    )
+    probe = results["checkpoints"].index(config["probe_step"])
+    for index, momentum in enumerate(results["bn_momenta"]):
+        _, linestyle = _MOMENTUM_LOOKS[index % len(_MOMENTUM_LOOKS)]
+        per_step = 100 * np.asarray(results["eval_accuracy"][_momentum_key(momentum)])
+        ax.axhline(
+            np.median(per_step[probe]),
+            color=_EVAL_COLOR,
+            linestyle=linestyle,
+            label=_slide_momentum_label(momentum),
+        )
+    plotting.log2_axis(ax, samples, label="training images used to recompute")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    return figure
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """What precise BN gains over each running average, and from how many samples."""
+    return [("gain", _steps_slide(results)), ("samples", _samples_slide(results))]

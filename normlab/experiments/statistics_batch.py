@@ -476,3 +476,74 @@ def plot(results: dict) -> Figure:
         f"dotted: ±{MARGIN_POINTS:g} point.",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+_SLIDE_MODELS = {"mlp": "digits MLP", "cnn": "digits CNN"}
+
+
+def _slide_label(setting: str, batch: int) -> str:
+    if setting == "inside_fixed_batch":
+        return f"SGD batch stays {batch}"
+    return "SGD batch as small as the statistics"
+
+
+def _statistics_title(results: dict) -> str:
+    """What the first model shows at the smallest statistics batch, from its paired verdicts."""
+    batch = results["sgd_batch_size"]
+    smallest = results["statistics_batch_sizes"][0]
+    model = next(iter(m for m in ("mlp", "cnn") if m in results["models"]))
+    comparison = results["models"][model]["comparison"]
+    inside = comparison["inside_fixed_batch"].get(str(smallest))
+    small = comparison.get("small_sgd_batch", {}).get(str(smallest))
+    if inside is None or small is None:
+        return "BatchNorm's statistics over fewer samples than the SGD batch"
+    name = _SLIDE_MODELS[model].split()[-1]
+    if inside["verdict"] == "worse":
+        return (
+            f"Statistics over {smallest} samples cost the {name} {-inside['mean']:.0f} points "
+            f"even inside an SGD batch of {batch}; an SGD batch of {smallest} costs "
+            f"{-small['mean']:.0f}"
+        )
+    return (
+        f"Statistics over {smallest} samples inside an SGD batch of {batch} cost the {name} "
+        "no clear accuracy"
+    )
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: accuracy against the statistics batch, per model, the two settings."""
+    config = results["config"]
+    batch = results["sgd_batch_size"]
+    models = list(results["models"])
+    models.sort(key=lambda model: ("mlp", "cnn").index(model))
+    figure, axes = plotting.slide_figure(
+        _statistics_title(results),
+        "BatchNorm throughout; "
+        + plotting.spread_caption(len(config["seeds"]), center="mean", form="center_of"),
+        ncols=len(models),
+        sharey=True,
+    )
+    axes = np.atleast_1d(axes)
+    for ax, model in zip(axes, models, strict=True):
+        for setting in SETTINGS:
+            table = results["models"][model]["test_accuracy"].get(setting)
+            if table is None:
+                continue
+            plotting.plot_spread(
+                ax,
+                _sizes(results, setting),
+                100 * np.asarray(table),
+                center="mean",
+                label=_slide_label(setting, batch),
+                **_LOOKS[setting],
+            )
+        plotting.log2_axis(ax, results["statistics_batch_sizes"], label="samples per statistic")
+        ax.set_title(_SLIDE_MODELS[model])
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[-1].legend(loc="lower right")  # the CNN's panel has room below its lines
+    return [("statistics", figure)]

@@ -405,3 +405,81 @@ def summary(results: dict) -> str:
             f"varies by {spread:.1f} points"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The shifts of the slide: those an affine map of each feature undoes.
+_AFFINE_SHIFTS = ("contrast", "brightness")
+
+#: AdaBN "undoes" a shift when its median accuracy varies by less than this (points).
+_UNDONE_POINTS = 1.0
+
+_SLIDE_AXIS_LABELS = {
+    "contrast": "contrast factor",
+    "brightness": "brightness offset",
+}
+
+_SLIDE_LABELS = {
+    "batch": "BatchNorm, training statistics",
+    ADABN: "BatchNorm, test statistics",
+}
+
+
+def _median_percent(results: dict, model: str, method: str, kind: str) -> np.ndarray:
+    return 100 * np.median(results["accuracy"][model][method][kind], axis=1)  # (strengths,)
+
+
+def _shift_title(results: dict, model: str) -> str:
+    low = min(
+        float(np.min(_median_percent(results, model, "batch", kind))) for kind in _AFFINE_SHIFTS
+    )
+    if ADABN not in results["methods"]:
+        return f"Shifted test images: BatchNorm with training statistics falls to {low:.0f} %"
+    adapted = np.concatenate(
+        [_median_percent(results, model, ADABN, kind) for kind in _AFFINE_SHIFTS]
+    )
+    spread = float(np.max(adapted) - np.min(adapted))
+    name = model.upper()
+    if spread < _UNDONE_POINTS:
+        kept = f"undo contrast and brightness shifts in the {name}"
+    else:
+        kept = f"keep the {name} within {spread:.0f} points"
+    return (
+        f"Statistics recomputed on the shifted test images {kept}; with the training "
+        f"statistics it falls to {low:.0f} %"
+    )
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: accuracy against contrast and brightness, the MLP, each normalization."""
+    config = results["config"]
+    model = "mlp" if "mlp" in results["models"] else results["models"][0]
+    figure, axes = plotting.slide_figure(
+        _shift_title(results, model),
+        f"digits {model.upper()} trained on clean images; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+        ncols=len(_AFFINE_SHIFTS),
+        sharey=True,
+    )
+    for ax, kind in zip(axes, _AFFINE_SHIFTS, strict=True):
+        strengths = np.asarray(results["strengths"][kind])
+        for method in results["methods"]:
+            looks = _looks(method)
+            looks["label"] = _SLIDE_LABELS.get(method, looks["label"])
+            values = 100 * np.asarray(results["accuracy"][model][method][kind])
+            plotting.plot_spread(ax, strengths, values, **looks)
+        ax.axvline(NO_SHIFT[kind], color=plotting.REFERENCE_COLOR, linestyle=":", linewidth=2.5)
+        if kind == "contrast":
+            plotting.log2_axis(ax, strengths, label=_SLIDE_AXIS_LABELS[kind])
+        else:
+            ax.set_xticks(strengths, [f"{value:g}" for value in strengths])
+            ax.set_xlabel(_SLIDE_AXIS_LABELS[kind])
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(
+        loc="lower right", frameon=True, edgecolor="none"
+    )  # right of the contrast panel's dip, below its lines
+    return [("shift", figure)]

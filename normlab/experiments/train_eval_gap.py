@@ -490,3 +490,56 @@ def _first_sentence(message: str, width: int = 40) -> str:
     """'ValueError: ' and the message up to its shape detail, wrapped to ``width`` characters."""
     sentence = "ValueError: " + message.split(" (input shape")[0]
     return textwrap.fill(sentence, width)
+
+
+# ---------------------------------------------------------------------------
+# Slides
+# ---------------------------------------------------------------------------
+
+#: The test-time modes in plain words, for the slide's legend.
+_SLIDE_LABELS = {
+    "eval": "running averages (eval mode)",
+    "train_mode": "each test batch's own statistics",
+    "precise_bn": "averages recomputed after training",
+}
+
+
+def mode_gaps(results: dict) -> np.ndarray:
+    """Median accuracy with the running averages minus with batch statistics, per batch size."""
+    median = {mode: 100 * np.median(results["accuracy"][mode], axis=1) for mode in MODES}
+    return median["eval"] - median["train_mode"]
+
+
+@plotting.slide
+def slides(results: dict) -> list[tuple[str, Figure]]:
+    """One slide: test accuracy against batch size with running, batch and recomputed statistics."""
+    config = results["config"]
+    batch_sizes = results["batch_sizes"]
+    gaps = mode_gaps(results)
+    if len(gaps) > 1 and gaps[0] > 0 and gaps[0] > gaps[-1]:
+        title = (
+            f"Normalized by their own statistics, test batches score {gaps[0]:.0f} points below "
+            f"the running averages at batch size {batch_sizes[0]}, {gaps[-1]:.0f} at "
+            f"{batch_sizes[-1]}"
+        )
+    else:
+        title = "Test accuracy with the running averages and with each test batch's statistics"
+    figure, ax = plotting.slide_figure(
+        title,
+        "digits MLP; test batches of the training size; "
+        + plotting.spread_caption(len(config["seeds"]), form="center_of"),
+    )
+    for mode in MODES:
+        _, color, marker = _LOOKS[mode]
+        plotting.plot_spread(
+            ax,
+            batch_sizes,
+            100 * np.asarray(results["accuracy"][mode]),
+            color=color,
+            marker=marker,
+            label=_SLIDE_LABELS[mode],
+        )
+    plotting.log2_axis(ax, batch_sizes, label="batch size")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    return [("modes", figure)]
