@@ -265,6 +265,27 @@ def invariance_sizes(h: dict) -> str:
     )
 
 
+def mlp_statistics_carry_the_damage(h: dict) -> bool:
+    """Ghost batches of two inside the SGD batch of 32 lose about as much as batches of two."""
+    differences = h["mlp"]["difference_to_reference_points"]
+    inside, small = differences["inside_fixed_batch"]["2"], differences["small_sgd_batch"]["2"]
+    return h["sgd_batch_size"] == 32 and abs(inside / small - 1) < 0.25
+
+
+def seeds_on_either_side(losses: dict, batching: str) -> bool:
+    """Unmasked BatchNorm's seeds: one below every masked seed, one above every masked seed."""
+    unmasked, masked = losses["batch"][batching], losses["batch_masked"][batching]
+    return len(unmasked) == 2 and min(unmasked) < min(masked) and max(unmasked) > max(masked)
+
+
+def train_mode_climbs_to_eval(r: dict) -> bool:
+    """The right panel: train-mode medians rise with the test batch and end at eval mode's."""
+    per_size = [statistics.median(seeds) for seeds in r["probe_train_mode_accuracy"] if seeds]
+    eval_mode = statistics.median(r["probe_eval_accuracy"])
+    rising = all(a <= b for a, b in itertools.pairwise(per_size))
+    return rising and abs(per_size[-1] - eval_mode) < 0.01
+
+
 #: (notebook, experiment, what the notebook must say, rendered from the committed results)
 PINNED: list[tuple[str, str, Callable[[dict], str]]] = [
     # 2 · Batch size
@@ -312,15 +333,7 @@ PINNED: list[tuple[str, str, Callable[[dict], str]]] = [
         headline_claim(
             "Statistics over two samples inside a batch of 32 lose about as much as training "
             "with batches of two",
-            lambda h: (
-                h["sgd_batch_size"] == 32
-                and abs(
-                    h["mlp"]["difference_to_reference_points"]["inside_fixed_batch"]["2"]
-                    / h["mlp"]["difference_to_reference_points"]["small_sgd_batch"]["2"]
-                    - 1
-                )
-                < 0.25
-            ),
+            mlp_statistics_carry_the_damage,
         ),
     ),
     (
@@ -753,7 +766,92 @@ PINNED += [
             ),
         ),
     ),
+    (
+        "02_batch_size",
+        "statistics_batch",
+        headline_claim(
+            "ghost batches (per-device BatchNorm) of two samples hurt the MLP inside an SGD batch "
+            "of 32 as much as a batch of two does",
+            mlp_statistics_carry_the_damage,
+        ),
+    ),
+    (
+        "03_sequence_length",
+        "length_drift",
+        headline_claim(
+            "held in the default runs only against BatchNorm with per-time-step statistics",
+            lambda h: (
+                all(
+                    h[model]["verdict"][f"{norm}_vs_batch"] != "loses less"
+                    for model in ("stationary", "drifting")
+                    for norm in ("layer", "rms")
+                )
+                and drift_verdicts("drifting", "batch_per_step", "loses less")(h)
+            ),
+        ),
+    ),
+    (
+        "04_training_vs_inference",
+        "train_eval_gap",
+        headline_claim(
+            "For the digits MLP of section 4 the train/eval gap is largest at small batches and "
+            "eval mode is ahead",
+            lambda h: (
+                h["largest_eval_train_gap_at_batch_size"]
+                == min(map(int, h["eval_minus_train_mode_points"]))
+                and all(gap >= 0 for gap in h["eval_minus_train_mode_points"].values())
+            ),
+        ),
+    ),
+    (
+        "04_training_vs_inference",
+        "precise_bn",
+        headline_claim(
+            "precise BN, with the weights fixed, repairs them from a few hundred images here",
+            lambda h: 100 <= h["precise_samples_needed"] < 1000,
+        ),
+    ),
+    (
+        "07_transformers",
+        "lm_norms",
+        headline_claim(
+            "the kind of norm matters little for the loss at this scale (line 3: final losses "
+            "within a few hundredths of a nat)",
+            lambda h: h["none"]["final_loss_range_over_methods"] < 0.05,
+        ),
+    ),
+    (
+        "07_transformers",
+        "lm_batch_composition",
+        lambda r: holds(
+            "under random batching its two seeds lie on either side of the masked ones",
+            seeds_on_either_side(r["final_validation_loss"], "random"),
+        ),
+    ),
+    (
+        "03_sequence_length",
+        "length_drift",
+        headline_claim(
+            "the position feature makes the first norm's input grow with position for every method",
+            lambda h: (
+                min(h["drifting"]["first_norm_input_rms_growth_to_longest_bin"].values()) > 1.5
+                and max(h["stationary"]["first_norm_input_rms_growth_to_longest_bin"].values())
+                < 1.1
+            ),
+        ),
+    ),
+    (
+        "04_training_vs_inference",
+        "train_eval_gap",
+        lambda r: holds(
+            "On the right, train-mode accuracy climbs with the size of the *test* batch towards "
+            "the eval-mode line (in the default run",
+            train_mode_climbs_to_eval(r),
+        ),
+    ),
 ]
+# In the order of the notebooks (entries of one notebook keep their order).
+PINNED.sort(key=lambda entry: entry[0])
 
 
 def cell_with(stem: str, text: str) -> str | None:
