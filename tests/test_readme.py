@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
-from pathlib import Path
 
 import pytest
+from committed_results import FIGURES, ROOT, at, folded, headline, signed, unsigned_minus
 
 from normlab import experiments
 
-ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-FIGURES = ROOT / "figures"
 
 
 def python_blocks(text: str) -> list[str]:
@@ -42,37 +39,12 @@ def test_readme_python_examples_run_and_print_what_their_comments_say():
         assert printed.getvalue().splitlines() == expected
 
 
-def headline(name: str) -> dict:
-    return json.loads((FIGURES / f"{name}.json").read_text(encoding="utf-8"))["headline"]
-
-
-def at(path: str):
-    """A getter for a slash-separated path into a headline dict ("momentum_0.1/final_...")."""
-
-    def get(values: dict):
-        for key in path.split("/"):
-            values = values[key]
-        return values
-
-    return get
-
-
 def largest_drop_of_batch_free_norms(values: dict) -> float:
     per_method = values["per_method"]
     drops = [
         per_method[m]["drop_from_best_to_smallest_batch_points"] for m in ("layer", "rms", "group")
     ]
     return max(drops)
-
-
-def signed(value: float, digits: int = 1) -> str:
-    """A signed number as the README prints it: ``+0.6``, ``−2.0`` (a true minus sign)."""
-    return f"{value:+.{digits}f}".replace("-", "−")
-
-
-def unsigned_minus(value: float, digits: int = 1) -> str:
-    """A number with a true minus sign and no plus: ``−31.4``, ``1.6``."""
-    return f"{value:.{digits}f}".replace("-", "−")
 
 
 def paired(model_or_method: str | None, setting: str | None, size: str, interval_key: str):
@@ -881,4 +853,4 @@ def test_readme_quotes_the_committed_results(name, value_of, rendered):
     text = README.read_text(encoding="utf-8")
     quoted = rendered(value_of(headline(name)))
     # Line breaks in the README are free: compare with runs of white space folded.
-    assert " ".join(quoted.split()) in " ".join(text.split()), f"README should say: {quoted!r}"
+    assert folded(quoted) in folded(text), f"README should say: {quoted!r}"
