@@ -32,11 +32,12 @@ figures-quick: $(STAMP)
 slides: $(STAMP)  ## the lecture slides (16:9, one message each) and slides/deck.pdf, from figures/*.json
 	MPLBACKEND=Agg $(BIN)/python -m normlab slides --out slides
 
+# The notebooks read the runs that `make figures` (`figures-quick`) cached and compute the rest
 handouts: $(STAMP)  ## every notebook (lessons, solutions) run, as HTML with its figures, into handouts/
-	$(BIN)/python -m normlab.handouts --out handouts
+	NORMLAB_CACHE=figures/.cache $(BIN)/python -m normlab.handouts --out handouts
 
 handouts-quick: $(STAMP)
-	$(BIN)/python -m normlab.handouts --quick --out handouts-quick
+	NORMLAB_CACHE=figures-quick/.cache $(BIN)/python -m normlab.handouts --quick --out handouts-quick
 
 test: $(TEST_STAMP)  ## the whole test suite (parity tests run when torch is installed)
 	# two processes, one test file each at a time (the machine has two cores)

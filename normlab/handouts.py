@@ -39,6 +39,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from normlab.experiments.framework import CACHE_ENVIRONMENT_VARIABLE
+
 __all__ = [
     "NOTEBOOK_DIR",
     "SOLUTIONS_DIR",
@@ -114,6 +116,9 @@ def setup_sources(path: Path) -> list[str]:
 def _kernel_environment(quick: bool) -> dict[str, str]:
     environment = dict(os.environ)
     environment.pop("MPLBACKEND", None)  # the kernel draws with the inline backend
+    cache = environment.get(CACHE_ENVIRONMENT_VARIABLE)
+    if cache:  # the kernel starts in the notebook's folder: a relative cache means this one's
+        environment[CACHE_ENVIRONMENT_VARIABLE] = str(Path(cache).resolve())
     if quick:
         environment["NORMLAB_QUICK"] = "1"
     else:

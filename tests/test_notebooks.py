@@ -298,3 +298,11 @@ def test_make_handouts_writes_a_page_per_notebook_and_an_index(request, tmp_path
         pages[1].as_uri(), "[...document.links].map(link => [link.textContent, link.href])"
     )
     assert links == [["A small lesson", pages[0].as_uri()]]
+
+
+def test_a_relative_run_cache_reaches_the_kernel_as_the_callers_folder(tmp_path, monkeypatch):
+    # the kernel starts in the notebook's folder, so "figures/.cache" must not move there
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(CACHE_ENVIRONMENT_VARIABLE, "figures/.cache")
+    environment = handouts._kernel_environment(quick=False)
+    assert environment[CACHE_ENVIRONMENT_VARIABLE] == str(tmp_path.resolve() / "figures" / ".cache")
