@@ -12,10 +12,11 @@ JOBS ?= 2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The editable install runs with -qq: setuptools' advisory box about editable installs is not
+# for users, and failures still show.
 $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	# -qq: setuptools' advisory box about editable installs is not for users; errors still show
 	$(BIN)/python -m pip install -qq --no-deps -e .
 	touch $@
 

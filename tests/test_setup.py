@@ -26,6 +26,18 @@ def test_the_editable_install_has_no_fallback_that_prints_a_failure_first():
     assert all("--no-build-isolation" not in line for line in install_lines)
 
 
+def test_the_install_commands_make_echoes_say_neither_error_nor_deprecated():
+    # make prints every recipe line it runs, comments included, into the install log
+    echoed = subprocess.run(
+        ["make", "-n", "-B", "-C", str(ROOT), "PYTHON=python3", ".venv/.installed-test"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "pip install" in echoed
+    assert not re.search(r"error|deprecat", echoed, flags=re.I), echoed
+
+
 def test_a_fresh_editable_install_prints_no_error_and_no_deprecation(tmp_path):
     shutil.copytree(ROOT, tmp_path / "p", ignore=shutil.ignore_patterns(".venv", ".git", "*cache*"))
     venv = tmp_path / "venv"
