@@ -27,27 +27,28 @@ input needs no gradient (normlab's first convolution computes its dx regardless)
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 from bench_layers import (
     MAX_ROUNDS_FACTOR,
-    OTHER_LOAD_WARNING,
     QUIET_LOAD,
     SETTLE_SECONDS,
     OtherLoad,
+    benchmark_arguments,
+    chosen_repeats,
     limit_threads,
     machine_info,
+    publish,
     ratio_cell,
     time_alternating,
     time_cell,
     torch,
+    warn_if_busy,
 )
 
 from normlab import nn
@@ -385,17 +386,12 @@ def markdown_report(cases: list, repeats: int, other_load: float | None) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20, help="alternating rounds per case")
-    parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
-    parser.add_argument("--markdown-out", type=Path, help="also write the table to this file")
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--profile", action="store_true", help="also profile normlab's CNN training steps"
     )
     args = parser.parse_args(argv)
-    repeats = 5 if args.quick else args.repeats
-    if repeats < 2:
-        parser.error("--repeats must be at least 2 (the spread needs two rounds)")
+    repeats = chosen_repeats(parser, args)
 
     limiter = limit_threads()
     other_load = OtherLoad()
@@ -407,18 +403,11 @@ def main(argv=None) -> None:
     if limiter is not None:
         limiter.restore_original_limits()
     cores_used_by_others = other_load.cores_used_by_others()
-    if cores_used_by_others is not None and cores_used_by_others > OTHER_LOAD_WARNING:
-        print(
-            f"warning: other processes kept {cores_used_by_others:.2f} cores busy during the "
-            "run; the timings are not those of a quiet machine.",
-            file=sys.stderr,
-        )
+    warn_if_busy(cores_used_by_others)
     report = markdown_report(cases, repeats, cores_used_by_others)
     if profile:
         report += "\n" + profile
-    print(report)
-    if args.markdown_out is not None:
-        args.markdown_out.write_text(report)
+    publish(report, args.markdown_out)
 
 
 if __name__ == "__main__":

@@ -475,20 +475,49 @@ def limit_threads():
     return None
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def benchmark_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--repeats``, ``--quick`` and ``--markdown-out``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=20, help="alternating rounds per case")
     parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
     parser.add_argument("--markdown-out", type=Path, help="also write the table to this file")
+    return parser
+
+
+def chosen_repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The rounds per case: 5 with ``--quick``, else ``--repeats`` (at least 2)."""
+    repeats = 5 if args.quick else args.repeats
+    if repeats < 2:
+        parser.error("--repeats must be at least 2 (the spread needs two rounds)")
+    return repeats
+
+
+def warn_if_busy(cores_used_by_others: float | None) -> None:
+    """A warning on stderr when other processes kept the machine busy during the run."""
+    if cores_used_by_others is not None and cores_used_by_others > OTHER_LOAD_WARNING:
+        print(
+            f"warning: other processes kept {cores_used_by_others:.2f} cores busy during the "
+            "run; the timings are not those of a quiet machine.",
+            file=sys.stderr,
+        )
+
+
+def publish(report: str, markdown_out: Path | None) -> None:
+    """Print the report, and write it to ``markdown_out`` if given."""
+    print(report)
+    if markdown_out is not None:
+        markdown_out.write_text(report)
+
+
+def main(argv=None) -> None:
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--figures-quick",
         action="store_true",
         help="also time `python -m normlab figures --quick`",
     )
     args = parser.parse_args(argv)
-    repeats = 5 if args.quick else args.repeats
-    if repeats < 2:
-        parser.error("--repeats must be at least 2 (the spread needs two rounds)")
+    repeats = chosen_repeats(parser, args)
 
     limiter = limit_threads()
     other_load = OtherLoad()
@@ -499,18 +528,11 @@ def main(argv=None) -> None:
     if limiter is not None:
         limiter.restore_original_limits()
     cores_used_by_others = other_load.cores_used_by_others()
-    if cores_used_by_others is not None and cores_used_by_others > OTHER_LOAD_WARNING:
-        print(
-            f"warning: other processes kept {cores_used_by_others:.2f} cores busy during the "
-            "run; the timings are not those of a quiet machine.",
-            file=sys.stderr,
-        )
+    warn_if_busy(cores_used_by_others)
     report = markdown_report(cases, repeats, cores_used_by_others)
     if args.figures_quick:
         report += "\n" + time_figures_quick() + "\n"
-    print(report)
-    if args.markdown_out is not None:
-        args.markdown_out.write_text(report)
+    publish(report, args.markdown_out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ goes in one language-model step (cProfile, by function).
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 import sys
@@ -33,18 +32,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_layers import (  # the helpers of the layer benchmark, shared
+from bench_layers import (
     MAX_ROUNDS_FACTOR,
-    OTHER_LOAD_WARNING,
     QUIET_LOAD,
     SETTLE_SECONDS,
     OtherLoad,
+    benchmark_arguments,
+    chosen_repeats,
     limit_threads,
     machine_info,
+    publish,
     ratio_cell,
     time_alternating,
     time_cell,
     torch,
+    warn_if_busy,  # the helpers of the layer benchmark, shared
 )
 
 from normlab import data, nn
@@ -399,20 +401,15 @@ def markdown_report(cases: list[Case], repeats: int, other_load: float | None) -
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20, help="alternating rounds per case")
-    parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
+    parser = benchmark_arguments(__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="where normlab's LM step spends")
     parser.add_argument("--demo", action="store_true", help="train the LM for about a minute")
     parser.add_argument(
         "--demo-lr-sweep", action="store_true", help="the demo at each of DEMO_LEARNING_RATES"
     )
     parser.add_argument("--no-timing", action="store_true", help="skip the timed cases")
-    parser.add_argument("--markdown-out", type=Path, help="also write the table to this file")
     args = parser.parse_args(argv)
-    repeats = 5 if args.quick else args.repeats
-    if repeats < 2:
-        parser.error("--repeats must be at least 2 (the spread needs two rounds)")
+    repeats = chosen_repeats(parser, args)
 
     limiter = limit_threads()
     other_load = OtherLoad()
@@ -430,15 +427,8 @@ def main(argv=None) -> None:
         report += "\n" + demo_lr_sweep()
     if limiter is not None:
         limiter.restore_original_limits()
-    if cores_used_by_others is not None and cores_used_by_others > OTHER_LOAD_WARNING:
-        print(
-            f"warning: other processes kept {cores_used_by_others:.2f} cores busy during the "
-            "run; the timings are not those of a quiet machine.",
-            file=sys.stderr,
-        )
-    print(report)
-    if args.markdown_out is not None:
-        args.markdown_out.write_text(report)
+    warn_if_busy(cores_used_by_others)
+    publish(report, args.markdown_out)
 
 
 if __name__ == "__main__":
