@@ -35,14 +35,19 @@ def at(path: str):
     return get
 
 
+def minus_sign(text: str) -> str:
+    """``text`` with the minus sign the README prints (−) for each hyphen-minus."""
+    return text.replace("-", "−")
+
+
 def signed(value: float, digits: int = 1) -> str:
     """A signed number as the README prints it: ``+0.6``, ``−2.0`` (a true minus sign)."""
-    return f"{value:+.{digits}f}".replace("-", "−")
+    return minus_sign(f"{value:+.{digits}f}")
 
 
 def unsigned_minus(value: float, digits: int = 1) -> str:
     """A number with a true minus sign and no plus: ``−31.4``, ``1.6``."""
-    return f"{value:.{digits}f}".replace("-", "−")
+    return minus_sign(f"{value:.{digits}f}")
 
 
 def folded(text: str) -> str:

@@ -12,7 +12,16 @@ import io
 import re
 
 import pytest
-from committed_results import FIGURES, ROOT, at, folded, headline, signed, unsigned_minus
+from committed_results import (
+    FIGURES,
+    ROOT,
+    at,
+    folded,
+    headline,
+    minus_sign,
+    signed,
+    unsigned_minus,
+)
 
 from normlab import experiments
 
@@ -85,11 +94,6 @@ def batch_norm_lowest_at_every_size(values: dict) -> bool:
         == min(values[m]["mean_test_error_percent"][size] for m in methods)
         for size in sizes
     )
-
-
-def minus_sign(text: str) -> str:
-    """``text`` with the minus sign the README prints (−) for each hyphen-minus."""
-    return text.replace("-", "−")
 
 
 def zero_means(text: str):
