@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,11 +173,16 @@ class QuickRuns:
         ]
 
 
-@pytest.fixture(scope="session")
-def quick_runs(tmp_path_factory) -> QuickRuns:
+def session_folder(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session that every pytest-xdist worker shares."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker has its own basetemp below one
         root = root.parent
-    folder = root / "quick-runs"
+    folder = root / name
     folder.mkdir(exist_ok=True)
-    return QuickRuns(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def quick_runs(tmp_path_factory) -> QuickRuns:
+    return QuickRuns(session_folder(tmp_path_factory, "quick-runs"))

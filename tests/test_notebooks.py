@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import session_folder
 
 from normlab import handouts
 from normlab.experiments.framework import CACHE_ENVIRONMENT_VARIABLE
@@ -41,10 +42,7 @@ def executed(tmp_path_factory):
     every xdist worker sees): a run that a lesson computed is read back by its solutions,
     not recomputed, as a student's rerun with ``NORMLAB_CACHE`` set would be.
     """
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker has its own basetemp below one
-        root = root.parent
-    cache = root / "notebook-runs"
+    cache = session_folder(tmp_path_factory, "notebook-runs")
     runs: dict[Path, object] = {}
 
     def run(path: Path):
